@@ -38,7 +38,12 @@ def synthetic_csv(path: str, rows: int) -> int:
 
 
 def folder_bytes(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs if f.endswith(".parquet"))
+    return sum(
+        os.path.getsize(os.path.join(d, f))
+        for d, _, fs in os.walk(path)
+        for f in fs
+        if f.endswith(".parquet")
+    )
 
 
 def main() -> None:
@@ -46,7 +51,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--master", default="local[*]")
     args = parser.parse_args()
-    cfg = load_config("local", [f"spark.master={args.master}", "delta.engine=delta-rs", "spark.log_level=ERROR"])
+    cfg = load_config(
+        "local", [f"spark.master={args.master}", "delta.engine=delta-rs", "spark.log_level=ERROR"]
+    )
     spark = get_spark(cfg)
     work = tempfile.mkdtemp(prefix="bench-ingest-")
     try:
