@@ -13,8 +13,14 @@ if [[ -n "${VIRTUAL_ENV:-}" ]]; then
   PY="$VIRTUAL_ENV/bin/python"
 else
   if [[ ! -x .venv/bin/python ]]; then
-    base="$(command -v python3.12 || command -v python3.11 || command -v python3.10 || command -v python3 || true)"
-    [[ -n "$base" ]] || { echo "setup.sh: error: no python3 found; install Python 3.10-3.12" >&2; exit 1; }
+    base=""
+    for candidate in python3 python3.12 python3.11 python3.10 python3.13; do
+      # a candidate counts only if it really runs (pyenv shims may name versions that are not selected)
+      if "$candidate" -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 13))' 2>/dev/null; then
+        base="$(command -v "$candidate")"; break
+      fi
+    done
+    [[ -n "$base" ]] || { echo "setup.sh: error: no Python 3.10-3.13 found; install one (python3 on PATH)" >&2; exit 1; }
     echo "setup.sh: creating .venv/ with $("$base" --version)" >&2
     "$base" -m venv .venv
   fi
