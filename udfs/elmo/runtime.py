@@ -1,0 +1,379 @@
+"""The ELMo runtime: sentences in, vectors out, fast and independent of how sentences are batched.
+
+Sentences are sorted by length and cut into batches by a token budget (rows x padded steps), so padding stays
+small and memory stays bounded whatever the input size. Every sentence starts from zero LSTM state, so its
+vectors do not depend on its neighbours, the batch size, the order or the padding. ``embed_stateful`` carries
+each batch row's state to the next batch, as the reference does; it exists to check conformance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from udfs.elmo.chars import CharEncoder
+from udfs.elmo.options import BilmOptions, ModelFormatError
+from udfs.elmo.weights import read_weight_file, to_params
+
+LAYERS = ("word_emb", "lstm_outputs1", "lstm_outputs2", "elmo", "all")
+POOLINGS = ("mean", "max", "none")
+DEFAULT_TOKEN_BUDGET = 2048
+
+
+def check_sentences(sentences: object) -> list[list[str]]:
+    """A list of token lists, or a TypeError that says which item is wrong."""
+    if isinstance(sentences, (str, bytes)) or not isinstance(sentences, Sequence):
+        raise TypeError(f"sentences must be a list of token lists, got {type(sentences).__name__}")
+    checked = []
+    for i, sentence in enumerate(sentences):
+        if isinstance(sentence, (str, bytes)) or not isinstance(sentence, Sequence):
+            raise TypeError(f"sentence {i} must be a list of tokens (str), got {type(sentence).__name__}")
+        for j, token in enumerate(sentence):
+            if not isinstance(token, str):
+                raise TypeError(f"sentence {i}, token {j} must be a str, got {type(token).__name__}")
+        checked.append(list(sentence))
+    return checked
+
+
+def plan_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
+    """Sentence indices grouped longest first, each group's rows x (longest + 2) within the budget.
+
+    A sentence longer than the budget on its own gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        steps = (lengths[current[0]] if current else lengths[i]) + 2
+        if current and (len(current) + 1) * steps > token_budget:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class ScalarMix:
+    """gamma * sum_k softmax(w)_k * layer_k, optionally layer-normalising each layer per sentence.
+
+    The reference normalises over the whole batch; per sentence keeps a sentence's vector independent of its
+    batch. Equal weights and gamma 1 unless given (a TF Hub module's trained values come through the converter).
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        weights: Sequence[float] | None = None,
+        gamma: float = 1.0,
+        layer_norm: bool = False,
+    ):
+        w = np.zeros(n_layers, dtype=np.float64) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != (n_layers,):
+            raise ValueError(f"scalar mix needs {n_layers} weights, got {len(w)}")
+        self.normed = np.exp(w - w.max()) / np.exp(w - w.max()).sum()
+        self.gamma, self.layer_norm = float(gamma), layer_norm
+
+    def __call__(self, layers: np.ndarray) -> np.ndarray:
+        """(n_layers, n_tokens, dim) -> (n_tokens, dim)."""
+        if self.layer_norm and layers.shape[1]:
+            mean = layers.mean(axis=(1, 2), keepdims=True)
+            var = ((layers - mean) ** 2).mean(axis=(1, 2), keepdims=True)
+            layers = (layers - mean) / np.sqrt(var + 1e-12)
+        mixed = np.tensordot(self.normed.astype(np.float32), layers, axes=1)
+        return (self.gamma * mixed).astype(np.float32)
+
+
+class Elmo:
+    """A loaded biLM and its compiled forward pass on the current Keras backend.
+
+    Parameters
+    ----------
+    options : the model's hyper-parameters.
+    arrays : the reference datasets (``weights.read_weight_file``).
+    token_budget : most (rows x padded steps) per batch; bounds memory.
+    scalar_mix : the ``elmo`` layer's mix (equal weights by default).
+    model_id : a content hash naming the model in output tables.
+    """
+
+    def __init__(
+        self,
+        options: BilmOptions,
+        arrays: dict[str, np.ndarray],
+        token_budget: int = DEFAULT_TOKEN_BUDGET,
+        scalar_mix: ScalarMix | None = None,
+        model_id: str = "elmo-unnamed",
+    ):
+        import keras
+
+        self.options = options
+        self.backend = keras.backend.backend()
+        self.token_budget = int(token_budget)
+        if self.token_budget < 3:
+            raise ValueError("token_budget must be at least 3 (one token between <S> and </S>)")
+        self.scalar_mix = scalar_mix or ScalarMix(options.n_layers + 1)
+        self.model_id = model_id
+        self.encoder = CharEncoder(options.max_characters_per_token)
+        self._params = {k: keras.ops.convert_to_tensor(v) for k, v in to_params(arrays, options).items()}
+        self._forward = _compile_forward(self.backend, self._params, options)
+
+    @property
+    def dim(self) -> int:
+        return self.options.output_dim
+
+    @property
+    def device(self) -> str:
+        return _device_of(self.backend)
+
+    # -- the raw model ---------------------------------------------------------------------------------------
+    def run_batch(self, sentences: list[list[str]], state: tuple[np.ndarray, np.ndarray] | None = None):
+        """One batch as given (no sorting): layers (n_layers + 1, B, T, 2P), lengths, final (c, m) states."""
+        ids, lengths = self.encoder.batch(sentences)
+        rows = ids.shape[0]
+        opts = self.options
+        if state is None:
+            c0 = np.zeros((opts.n_layers, 2, rows, opts.lstm_dim), dtype=np.float32)
+            m0 = np.zeros((opts.n_layers, 2, rows, opts.state_dim), dtype=np.float32)
+        else:
+            c0, m0 = state
+        layers, c, m = self._forward(ids, lengths, c0, m0)
+        return layers, lengths, (c, m)
+
+    # -- what users call ---------------------------------------------------------------------------------------
+    def embed(
+        self, sentences: Sequence[Sequence[str]], layer: str = "all", pooling: str = "none"
+    ) -> list[np.ndarray]:
+        """Vectors for each sentence, the same whatever else is in the call.
+
+        Returns, per sentence: ``layer='all'`` -> (n_layers + 1, n_tokens, dim); any other layer ->
+        (n_tokens, dim); with ``pooling`` 'mean' or 'max' the token axis is pooled (masked: padding never
+        counts; an empty sentence pools to zeros).
+        """
+        sentences = check_sentences(sentences)
+        _check_choice("layer", layer, LAYERS)
+        _check_choice("pooling", pooling, POOLINGS)
+        results: list[np.ndarray | None] = [None] * len(sentences)
+        lengths = [len(s) for s in sentences]
+        for batch in plan_batches(lengths, self.token_budget):
+            if lengths[batch[0]] == 0:  # only empty sentences left: nothing to run
+                for i in batch:
+                    results[i] = self._select(
+                        np.zeros((self.options.n_layers + 1, 0, self.dim), np.float32), layer, pooling
+                    )
+                continue
+            layers, _, _ = self.run_batch([sentences[i] for i in batch])
+            for row, i in enumerate(batch):
+                tokens = layers[:, row, 1 : 1 + lengths[i], :]
+                results[i] = self._select(tokens, layer, pooling)
+        return results  # type: ignore[return-value]
+
+    def embed_stateful(
+        self, batches: Sequence[Sequence[Sequence[str]]], layer: str = "all"
+    ) -> list[list[np.ndarray]]:
+        """The reference's way: batches in order, each row's LSTM state carried to the same row of the next."""
+        _check_choice("layer", layer, LAYERS)
+        state = None
+        out = []
+        width = max((len(b) for b in batches), default=0)
+        opts = self.options
+        for batch in batches:
+            batch = check_sentences(batch)
+            c_all = (
+                np.zeros((opts.n_layers, 2, width, opts.lstm_dim), np.float32) if state is None else state[0]
+            )
+            m_all = (
+                np.zeros((opts.n_layers, 2, width, opts.state_dim), np.float32) if state is None else state[1]
+            )
+            rows = len(batch)
+            layers, lengths, (c, m) = self.run_batch(batch, (c_all[:, :, :rows], m_all[:, :, :rows]))
+            c_all, m_all = c_all.copy(), m_all.copy()
+            c_all[:, :, :rows], m_all[:, :, :rows] = c, m
+            state = (c_all, m_all)
+            out.append(
+                [self._select(layers[:, r, 1 : lengths[r] - 1, :], layer, "none") for r in range(rows)]
+            )
+        return out
+
+    def _select(self, tokens: np.ndarray, layer: str, pooling: str) -> np.ndarray:
+        """(n_layers + 1, n_tokens, dim) -> the requested layer, pooled or not."""
+        if layer == "all":
+            chosen = tokens
+        elif layer == "elmo":
+            chosen = self.scalar_mix(tokens)
+        else:
+            chosen = tokens[LAYERS.index(layer)]
+        if pooling == "none":
+            return np.ascontiguousarray(chosen, dtype=np.float32)
+        axis = chosen.ndim - 2
+        if chosen.shape[axis] == 0:
+            return np.zeros(chosen.shape[:axis] + chosen.shape[axis + 1 :], dtype=np.float32)
+        pooled = chosen.mean(axis=axis) if pooling == "mean" else chosen.max(axis=axis)
+        return pooled.astype(np.float32)
+
+
+def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} {value!r} is not one of {', '.join(allowed)}")
+
+
+def _device_of(backend: str) -> str:
+    if backend == "jax":
+        import jax
+
+        return str(jax.devices()[0])
+    if backend == "torch":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
+
+
+def _compile_forward(backend: str, params: dict, opts: BilmOptions):
+    """One compiled forward pass (numpy in, numpy out); shapes vary without retracing where the backend allows."""
+    from keras import ops
+
+    from udfs.elmo.bilm import bilm_forward
+
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        spec = [
+            tf.TensorSpec([None, None, opts.max_characters_per_token], tf.int32),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([opts.n_layers, 2, None, opts.lstm_dim], tf.float32),
+            tf.TensorSpec([opts.n_layers, 2, None, opts.state_dim], tf.float32),
+        ]
+
+        @tf.function(input_signature=spec)
+        def compiled(ids, lengths, c0, m0):
+            return bilm_forward(params, opts, ids, lengths, c0, m0)
+
+        def run(ids, lengths, c0, m0):
+            out = compiled(ids, lengths, c0, m0)
+            return tuple(t.numpy() for t in out)
+
+        return run
+
+    if backend == "jax":
+        import jax
+
+        @jax.jit
+        def compiled_jax(p, ids, lengths, c0, m0):
+            return bilm_forward(p, opts, ids, lengths, c0, m0)
+
+        def run_jax(ids, lengths, c0, m0):
+            # Pad to shape buckets so XLA compiles a handful of shapes, not one per batch.
+            rows, steps = ids.shape[0], ids.shape[1]
+            rows_b, steps_b = _bucket(rows), -(-steps // 8) * 8
+            ids_p = np.zeros((rows_b, steps_b, ids.shape[2]), np.int32)
+            ids_p[:rows, :steps] = ids
+            len_p = np.zeros(rows_b, np.int32)
+            len_p[:rows] = lengths
+            pad = [(0, 0), (0, 0), (0, rows_b - rows), (0, 0)]
+            out = compiled_jax(params, ids_p, len_p, np.pad(c0, pad), np.pad(m0, pad))
+            layers, c, m = (np.asarray(t) for t in out)
+            return layers[:, :rows, :steps], c[:, :, :rows], m[:, :, :rows]
+
+        return run_jax
+
+    import torch
+
+    def run_torch(ids, lengths, c0, m0):
+        with torch.no_grad():
+            out = bilm_forward(
+                params,
+                opts,
+                ops.convert_to_tensor(ids),
+                ops.convert_to_tensor(lengths),
+                ops.convert_to_tensor(c0),
+                ops.convert_to_tensor(m0),
+            )
+        return tuple(ops.convert_to_numpy(t) for t in out)
+
+    return run_torch
+
+
+def _bucket(n: int) -> int:
+    size = 1
+    while size < n:
+        size *= 2
+    return size
+
+
+def model_files(
+    model: str | Path, options: str | Path | None = None, weights: str | Path | None = None
+) -> tuple[Path, Path]:
+    """(options.json, weights.hdf5) of a model directory, or the files given explicitly."""
+    if options and weights:
+        return Path(options), Path(weights)
+    folder = Path(model)
+    if not folder.is_dir():
+        raise ModelFormatError(
+            f"model directory {folder} does not exist (it holds options.json and one .hdf5 file)"
+        )
+    options_path = Path(options) if options else folder / "options.json"
+    if weights:
+        return options_path, Path(weights)
+    candidates = sorted(p for p in folder.glob("*.hdf5") if not p.name.startswith("lm_embeddings"))
+    if len(candidates) != 1:
+        found = ", ".join(p.name for p in candidates) or "none"
+        raise ModelFormatError(
+            f"model directory {folder} must hold exactly one weights .hdf5 file (found: {found})"
+        )
+    return options_path, candidates[0]
+
+
+def model_id_of(options: BilmOptions, weights_path: str | Path) -> str:
+    digest = hashlib.sha256(json.dumps(options.to_json(), sort_keys=True).encode())
+    with open(weights_path, "rb") as fin:
+        for block in iter(lambda: fin.read(1 << 20), b""):
+            digest.update(block)
+    return "elmo-" + digest.hexdigest()[:16]
+
+
+def load_elmo(
+    model: str | Path,
+    options: str | Path | None = None,
+    weights: str | Path | None = None,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+) -> Elmo:
+    """Load a native model: a directory with ``options.json`` and one ``.hdf5`` (or the two files given)."""
+    options_path, weights_path = model_files(model, options, weights)
+    opts = BilmOptions.load(options_path)
+    arrays = read_weight_file(weights_path, opts)
+    mix = _stored_scalar_mix(Path(options_path).parent, opts)
+    return Elmo(
+        opts, arrays, token_budget=token_budget, scalar_mix=mix, model_id=model_id_of(opts, weights_path)
+    )
+
+
+def _stored_scalar_mix(folder: Path, opts: BilmOptions) -> ScalarMix | None:
+    """A trained scalar mix saved beside the model (``scalar_mix.json``: weights, gamma), e.g. by the converter."""
+    path = folder / "scalar_mix.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return ScalarMix(
+        opts.n_layers + 1, data.get("weights"), data.get("gamma", 1.0), data.get("layer_norm", False)
+    )
+
+
+def configure_backend(name: str | None) -> None:
+    """Choose the Keras backend before keras is first imported (tensorflow, jax or torch)."""
+    if not name:
+        return
+    import sys
+
+    if "keras" in sys.modules and sys.modules["keras"].backend.backend() != name:
+        raise RuntimeError(
+            f"keras is already loaded with backend {sys.modules['keras'].backend.backend()!r}; "
+            f"set KERAS_BACKEND={name} before starting Python"
+        )
+    os.environ["KERAS_BACKEND"] = name
