@@ -12,6 +12,8 @@ from keras import ops
 
 from udfs.elmo.options import BilmOptions
 
+CNN_FILTER_SLICE = 256
+
 
 def char_cnn(params: dict, opts: BilmOptions, char_ids):
     """(B, T, C) char ids -> (B * T, n_filters): embedding, one convolution per width, max over positions."""
@@ -25,8 +27,13 @@ def char_cnn(params: dict, opts: BilmOptions, char_ids):
         cols = (
             x if width == 1 else ops.concatenate([x[:, k : k + positions, :] for k in range(width)], axis=-1)
         )
-        conv = ops.matmul(cols, params[f"cnn_kernel_{i}"])  # (N, positions, n_i)
-        pieces.append(ops.max(conv, axis=1) + params[f"cnn_bias_{i}"])  # max(x + b) == max(x) + b
+        kernel, bias = params[f"cnn_kernel_{i}"], params[f"cnn_bias_{i}"]
+        # Wide filter banks in slices, so the (N, positions, filters) products stay small.
+        for begin in range(0, kernel.shape[1], CNN_FILTER_SLICE):
+            conv = ops.matmul(cols, kernel[:, begin : begin + CNN_FILTER_SLICE])  # (N, positions, <=slice)
+            pieces.append(
+                ops.max(conv, axis=1) + bias[begin : begin + CNN_FILTER_SLICE]
+            )  # max(x+b) == max(x)+b
     features = ops.concatenate(pieces, axis=-1)  # (N, n_filters)
     return ops.relu(features) if opts.activation == "relu" else ops.tanh(features)
 
@@ -51,17 +58,17 @@ def token_embedding(params: dict, opts: BilmOptions, char_ids):
 
 
 def reverse_sequence(x, lengths):
-    """Reverse each row's first ``lengths[b]`` steps along axis 1, leaving its padding where it is."""
+    """Reverse each sequence's first ``lengths[b]`` steps along axis 0 of time-major ``x`` (T, B, ...)."""
     shape = ops.shape(x)
-    steps = ops.expand_dims(ops.arange(shape[1], dtype="int32"), 0)  # (1, T)
-    length = ops.expand_dims(ops.cast(lengths, "int32"), 1)  # (B, 1)
-    index = ops.where(steps < length, length - 1 - steps, steps)  # (B, T)
-    index = ops.broadcast_to(ops.expand_dims(index, -1), shape)
-    return ops.take_along_axis(x, index, axis=1)
+    steps = ops.expand_dims(ops.arange(shape[0], dtype="int32"), 1)  # (T, 1)
+    length = ops.expand_dims(ops.cast(lengths, "int32"), 0)  # (1, B)
+    index = ops.where(steps < length, length - 1 - steps, steps)  # (T, B)
+    index = ops.broadcast_to(ops.reshape(index, (shape[0], shape[1]) + (1,) * (len(shape) - 2)), shape)
+    return ops.take_along_axis(x, index, axis=0)
 
 
 def scan(step, init, xs):
-    """``carry, ys = scan(step, init, xs)`` over axis 0 of ``xs``, with ``ys`` shaped unlike the carry.
+    """``carry, ys = scan(step, init, xs)`` over axis 0 of ``xs``; ``ys`` is a tuple of per-step outputs.
 
     (``keras.ops.scan`` on TensorFlow insists that each step's output has the carry's shape.)
     """
@@ -74,41 +81,50 @@ def scan(step, init, xs):
         import tensorflow as tf
 
         n = tf.shape(xs[0])[0]
-        inputs = [tf.TensorArray(x.dtype, size=n).unstack(x) for x in xs]
-        outputs = tf.TensorArray(init[-1].dtype, size=n)
+        outputs = tuple(tf.TensorArray(init[0].dtype, size=n) for _ in range(2))
 
         def body(i, carry, outputs):
-            carry, y = step(carry, tuple(t.read(i) for t in inputs))
-            return i + 1, carry, outputs.write(i, y)
+            # index the inputs in place: a TensorArray.unstack would first copy all of them
+            carry, ys = step(carry, tuple(x[i] for x in xs))
+            return i + 1, carry, tuple(o.write(i, y) for o, y in zip(outputs, ys, strict=True))
 
         _, carry, outputs = tf.while_loop(lambda i, *_: i < n, body, (tf.constant(0), tuple(init), outputs))
-        return carry, outputs.stack()
+        return carry, tuple(o.stack() for o in outputs)
     carry, ys = tuple(init), []
     for t in range(int(ops.shape(xs[0])[0])):
         carry, y = step(carry, tuple(x[t] for x in xs))
         ys.append(y)
-    return carry, ops.stack(ys)
+    return carry, tuple(ops.stack([y[k] for y in ys]) for k in range(len(ys[0])))
 
 
-def bilstm_layer(params: dict, opts: BilmOptions, layer: int, inputs, step_mask, c0, m0):
-    """Both directions of one LSTM layer at once.
+def bilstm_layer(
+    params: dict, opts: BilmOptions, layer: int, inputs, step_mask, c0, m0, exact_state: bool = True
+):
+    """Both directions of one LSTM layer, time-major.
 
-    inputs (2, B, T, I) - forward and (already reversed) backward inputs; step_mask (T, B, 1);
-    c0 (2, B, H), m0 (2, B, S) -> outputs (2, B, T, S), final (c, m) of each row's last real step.
+    inputs: (forward, backward) inputs, each (T, B, I), the backward one already reversed; step_mask (T, B, 1);
+    c0 (2, B, H), m0 (2, B, S) -> (forward, backward) outputs (T, B, S) and the final (c, m) of each row's
+    last real step, shaped like c0, m0.
+
+    Each row's real steps come first in both directions (the backward input is reversed within its length), so
+    padding can only follow them: with ``exact_state=False`` the padded steps run unmasked (faster), which
+    leaves every real output exact but makes the final states and padded outputs meaningless.
     """
     prefix = f"lstm_{layer}_"
-    # Input projections of all time steps in one product, outside the recurrence.
-    projected = ops.matmul(inputs, ops.expand_dims(params[prefix + "input_kernel"], 1))  # (2, B, T, 4H)
-    projected = projected + ops.expand_dims(ops.expand_dims(params[prefix + "bias"], 1), 1)
-    projected = ops.transpose(projected, (2, 0, 1, 3))  # (T, 2, B, 4H)
-    state_kernel = params[prefix + "state_kernel"]  # (2, S, 4H)
-    proj_kernel = params.get(prefix + "proj_kernel")  # (2, H, S) or None
+    kernels, biases = params[prefix + "input_kernel"], params[prefix + "bias"]
+    projected = []
+    for d, x in enumerate(inputs):
+        shape = ops.shape(x)
+        # Input projections of all time steps in one product, outside the recurrence.
+        flat = ops.matmul(ops.reshape(x, (-1, shape[2])), kernels[d]) + biases[d]
+        projected.append(ops.reshape(flat, (shape[0], shape[1], -1)))  # (T, B, 4H)
+    state_kernels = (params[prefix + "state_kernel"][0], params[prefix + "state_kernel"][1])  # (S, 4H) each
+    proj = params.get(prefix + "proj_kernel")
+    proj_kernels = (proj[0], proj[1]) if proj is not None else None  # (H, S) each
     cell_clip, proj_clip = opts.cell_clip, opts.proj_clip
 
-    def step(carry, step_inputs):
-        c, m = carry
-        x_t, keep = step_inputs  # (2, B, 4H), (B, 1)
-        z = x_t + ops.matmul(m, state_kernel)
+    def cell(x_t, c, m, state_kernel, proj_kernel, keep):
+        z = x_t + ops.matmul(m, state_kernel)  # (B, 4H)
         i, j, f, o = ops.split(z, 4, axis=-1)  # the reference's gate order
         c_new = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(j)  # forget bias folded into the bias
         if cell_clip:
@@ -118,38 +134,47 @@ def bilstm_layer(params: dict, opts: BilmOptions, layer: int, inputs, step_mask,
             m_new = ops.matmul(m_new, proj_kernel)
             if proj_clip:
                 m_new = ops.clip(m_new, -proj_clip, proj_clip)
+        if not exact_state:
+            return c_new, m_new, m_new
         keep_b = keep > 0
-        c = ops.where(keep_b, c_new, c)
-        m = ops.where(keep_b, m_new, m)
-        return (c, m), m_new * keep
+        return ops.where(keep_b, c_new, c), ops.where(keep_b, m_new, m), m_new * keep
 
-    (c_final, m_final), outputs = scan(step, (c0, m0), (projected, step_mask))
-    return ops.transpose(outputs, (1, 2, 0, 3)), (c_final, m_final)  # (2, B, T, S)
+    def step(carry, step_inputs):
+        c_f, c_b, m_f, m_b = carry
+        x_f, x_b, keep = step_inputs
+        c_f, m_f, y_f = cell(x_f, c_f, m_f, state_kernels[0], proj_kernels and proj_kernels[0], keep)
+        c_b, m_b, y_b = cell(x_b, c_b, m_b, state_kernels[1], proj_kernels and proj_kernels[1], keep)
+        return (c_f, c_b, m_f, m_b), (y_f, y_b)
+
+    init = (c0[0], c0[1], m0[0], m0[1])
+    (c_f, c_b, m_f, m_b), outputs = scan(step, init, (projected[0], projected[1], step_mask))
+    return outputs, (ops.stack([c_f, c_b]), ops.stack([m_f, m_b]))
 
 
-def bilm_forward(params: dict, opts: BilmOptions, char_ids, lengths, c0, m0):
+def bilm_forward(params: dict, opts: BilmOptions, char_ids, lengths, c0, m0, exact_state: bool = True):
     """The whole biLM.
 
     char_ids (B, T, C) int32 (0 = padding token), lengths (B,) incl. <S>/</S>,
     c0 (n_layers, 2, B, H), m0 (n_layers, 2, B, S): initial states (zeros unless stateful).
-    Returns layers (n_layers + 1, B, T, 2P) - token layer duplicated, then [forward; backward] per LSTM layer -
-    and the final states (c, m) shaped like c0, m0.
+    Returns layers time-major (n_layers + 1, T, B, 2P) - the token layer duplicated, then [forward; backward]
+    of each LSTM layer - and the final states (c, m) shaped like c0, m0. With ``exact_state=False`` only the
+    real steps' outputs are meaningful (see ``bilstm_layer``).
     """
-    embedding = token_embedding(params, opts, char_ids)  # (B, T, P)
-    steps = ops.shape(char_ids)[1]
-    mask = ops.cast(
-        ops.expand_dims(ops.arange(steps, dtype="int32"), 0) < ops.expand_dims(lengths, 1), embedding.dtype
-    )  # (B, T)
-    step_mask = ops.expand_dims(ops.transpose(mask), -1)  # (T, B, 1)
-    x = ops.stack([embedding, reverse_sequence(embedding, lengths)])  # (2, B, T, P)
+    embedding = ops.transpose(token_embedding(params, opts, char_ids), (1, 0, 2))  # (T, B, P)
+    steps = ops.shape(embedding)[0]
+    mask = ops.expand_dims(ops.arange(steps, dtype="int32"), 1) < ops.expand_dims(lengths, 0)  # (T, B)
+    step_mask = ops.expand_dims(ops.cast(mask, embedding.dtype), -1)  # (T, B, 1)
+    x = (embedding, reverse_sequence(embedding, lengths))
     layers = [ops.concatenate([embedding, embedding], axis=-1)]
     finals_c, finals_m = [], []
     for layer in range(opts.n_layers):
-        out, (c, m) = bilstm_layer(params, opts, layer, x, step_mask, c0[layer], m0[layer])
+        (out_f, out_b), (c, m) = bilstm_layer(
+            params, opts, layer, x, step_mask, c0[layer], m0[layer], exact_state
+        )
         if opts.use_skip_connections and layer > 0:
-            out = out + x
-        layers.append(ops.concatenate([out[0], reverse_sequence(out[1], lengths)], axis=-1))
+            out_f, out_b = out_f + x[0], out_b + x[1]
+        layers.append(ops.concatenate([out_f, reverse_sequence(out_b, lengths)], axis=-1))
         finals_c.append(c)
         finals_m.append(m)
-        x = out
+        x = (out_f, out_b)
     return ops.stack(layers), ops.stack(finals_c), ops.stack(finals_m)

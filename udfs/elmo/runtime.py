@@ -22,7 +22,8 @@ from udfs.elmo.weights import read_weight_file, to_params
 
 LAYERS = ("word_emb", "lstm_outputs1", "lstm_outputs2", "elmo", "all")
 POOLINGS = ("mean", "max", "none")
-DEFAULT_TOKEN_BUDGET = 2048
+DEFAULT_TOKEN_BUDGET = 3072
+MIN_FILL = 0.75  # a sentence joins a batch only if it fills at least this share of the batch's steps
 
 
 def check_sentences(sentences: object) -> list[list[str]]:
@@ -40,17 +41,20 @@ def check_sentences(sentences: object) -> list[list[str]]:
     return checked
 
 
-def plan_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
+def plan_batches(lengths: Sequence[int], token_budget: int, max_rows: int | None = None) -> list[list[int]]:
     """Sentence indices grouped longest first, each group's rows x (longest + 2) within the budget.
 
-    A sentence longer than the budget on its own gets a batch of its own.
+    A sentence longer than the budget on its own gets a batch of its own; ``max_rows`` caps the rows.
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
         steps = (lengths[current[0]] if current else lengths[i]) + 2
-        if current and (len(current) + 1) * steps > token_budget:
+        full = (len(current) + 1) * steps > token_budget or len(current) == max_rows
+        # a sentence much shorter than the batch's longest would be mostly padding: start a new batch
+        wasteful = lengths[i] + 2 < MIN_FILL * steps
+        if current and (full or wasteful):
             batches.append(current)
             current = []
         current.append(i)
@@ -108,19 +112,26 @@ class Elmo:
         token_budget: int = DEFAULT_TOKEN_BUDGET,
         scalar_mix: ScalarMix | None = None,
         model_id: str = "elmo-unnamed",
+        max_rows: int | None = None,
     ):
         import keras
 
         self.options = options
         self.backend = keras.backend.backend()
         self.token_budget = int(token_budget)
+        self.max_rows = max_rows
         if self.token_budget < 3:
             raise ValueError("token_budget must be at least 3 (one token between <S> and </S>)")
         self.scalar_mix = scalar_mix or ScalarMix(options.n_layers + 1)
         self.model_id = model_id
         self.encoder = CharEncoder(options.max_characters_per_token)
-        self._params = {k: keras.ops.convert_to_tensor(v) for k, v in to_params(arrays, options).items()}
-        self._forward = _compile_forward(self.backend, self._params, options)
+        params = to_params(arrays, options)
+        self._params = {}
+        for name in list(params):  # one at a time, so at most one extra copy of the weights is alive
+            self._params[name] = keras.ops.convert_to_tensor(params.pop(name))
+        del params
+        self._forward = _compile_forward(self.backend, self._params, options, exact_state=True)
+        self._forward_fast = _compile_forward(self.backend, self._params, options, exact_state=False)
 
     @property
     def dim(self) -> int:
@@ -131,8 +142,17 @@ class Elmo:
         return _device_of(self.backend)
 
     # -- the raw model ---------------------------------------------------------------------------------------
-    def run_batch(self, sentences: list[list[str]], state: tuple[np.ndarray, np.ndarray] | None = None):
-        """One batch as given (no sorting): layers (n_layers + 1, B, T, 2P), lengths, final (c, m) states."""
+    def run_batch(
+        self,
+        sentences: list[list[str]],
+        state: tuple[np.ndarray, np.ndarray] | None = None,
+        final_state: bool = True,
+    ):
+        """One batch as given (no sorting): layers (n_layers + 1, B, T, 2P), lengths, final (c, m) states.
+
+        ``state`` is the initial (c, m), zeros if None. With ``final_state=False`` the batch runs faster, and
+        the returned states and the padded steps' outputs are meaningless.
+        """
         ids, lengths = self.encoder.batch(sentences)
         rows = ids.shape[0]
         opts = self.options
@@ -141,8 +161,9 @@ class Elmo:
             m0 = np.zeros((opts.n_layers, 2, rows, opts.state_dim), dtype=np.float32)
         else:
             c0, m0 = state
-        layers, c, m = self._forward(ids, lengths, c0, m0)
-        return layers, lengths, (c, m)
+        forward = self._forward if final_state else self._forward_fast
+        layers, c, m = forward(ids, lengths, c0, m0)
+        return np.swapaxes(layers, 1, 2), lengths, (c, m)
 
     # -- what users call ---------------------------------------------------------------------------------------
     def embed(
@@ -159,14 +180,14 @@ class Elmo:
         _check_choice("pooling", pooling, POOLINGS)
         results: list[np.ndarray | None] = [None] * len(sentences)
         lengths = [len(s) for s in sentences]
-        for batch in plan_batches(lengths, self.token_budget):
+        for batch in plan_batches(lengths, self.token_budget, self.max_rows):
             if lengths[batch[0]] == 0:  # only empty sentences left: nothing to run
                 for i in batch:
                     results[i] = self._select(
                         np.zeros((self.options.n_layers + 1, 0, self.dim), np.float32), layer, pooling
                     )
                 continue
-            layers, _, _ = self.run_batch([sentences[i] for i in batch])
+            layers, _, _ = self.run_batch([sentences[i] for i in batch], final_state=False)
             for row, i in enumerate(batch):
                 tokens = layers[:, row, 1 : 1 + lengths[i], :]
                 results[i] = self._select(tokens, layer, pooling)
@@ -235,7 +256,7 @@ def _device_of(backend: str) -> str:
     return "gpu" if tf.config.list_logical_devices("GPU") else "cpu"
 
 
-def _compile_forward(backend: str, params: dict, opts: BilmOptions):
+def _compile_forward(backend: str, params: dict, opts: BilmOptions, exact_state: bool):
     """One compiled forward pass (numpy in, numpy out); shapes vary without retracing where the backend allows."""
     from keras import ops
 
@@ -253,7 +274,7 @@ def _compile_forward(backend: str, params: dict, opts: BilmOptions):
 
         @tf.function(input_signature=spec)
         def compiled(ids, lengths, c0, m0):
-            return bilm_forward(params, opts, ids, lengths, c0, m0)
+            return bilm_forward(params, opts, ids, lengths, c0, m0, exact_state)
 
         def run(ids, lengths, c0, m0):
             out = compiled(ids, lengths, c0, m0)
@@ -266,7 +287,7 @@ def _compile_forward(backend: str, params: dict, opts: BilmOptions):
 
         @jax.jit
         def compiled_jax(p, ids, lengths, c0, m0):
-            return bilm_forward(p, opts, ids, lengths, c0, m0)
+            return bilm_forward(p, opts, ids, lengths, c0, m0, exact_state)
 
         def run_jax(ids, lengths, c0, m0):
             # Pad to shape buckets so XLA compiles a handful of shapes, not one per batch.
@@ -279,7 +300,7 @@ def _compile_forward(backend: str, params: dict, opts: BilmOptions):
             pad = [(0, 0), (0, 0), (0, rows_b - rows), (0, 0)]
             out = compiled_jax(params, ids_p, len_p, np.pad(c0, pad), np.pad(m0, pad))
             layers, c, m = (np.asarray(t) for t in out)
-            return layers[:, :rows, :steps], c[:, :, :rows], m[:, :, :rows]
+            return layers[:, :steps, :rows], c[:, :, :rows], m[:, :, :rows]
 
         return run_jax
 
@@ -294,6 +315,7 @@ def _compile_forward(backend: str, params: dict, opts: BilmOptions):
                 ops.convert_to_tensor(lengths),
                 ops.convert_to_tensor(c0),
                 ops.convert_to_tensor(m0),
+                exact_state,
             )
         return tuple(ops.convert_to_numpy(t) for t in out)
 

@@ -1,0 +1,201 @@
+"""ELMo runtime benchmark: tokens/s, sentences/s, peak memory and effective FLOP utilisation.
+
+    python -m udfs.elmo bench [--arch fixture,small,original] [--token-budget 1024,2048,4096]
+                              [--backend tensorflow] [--tokens 6000]
+
+Each (architecture, budget) runs in a fresh process, so its peak memory (max RSS) is its own. Weights are random
+with the real shapes. FLOPs per token follow ``BilmOptions.flops_per_token`` (multiply-adds x 2 of the char CNN,
+highway, projection and both directions of every LSTM layer); utilisation = FLOPs/token x tokens/s / the peak
+matrix-multiply FLOP/s measured in the same process on the same backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+FILTERS = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]
+ARCHITECTURES = {
+    "fixture": {
+        "lstm": {
+            "cell_clip": 3,
+            "use_skip_connections": False,
+            "n_layers": 2,
+            "proj_clip": 3,
+            "projection_dim": 16,
+            "dim": 64,
+        },
+        "char_cnn": {
+            "embedding": {"dim": 4},
+            "filters": [[1, 4], [2, 8], [3, 16], [4, 32], [5, 64]],
+            "n_highway": 2,
+            "n_characters": 262,
+            "max_characters_per_token": 50,
+            "activation": "relu",
+        },
+    },
+    "small": {  # AllenNLP's elmo_2x1024_128_2048cnn_1xhighway
+        "lstm": {
+            "cell_clip": 3,
+            "use_skip_connections": True,
+            "n_layers": 2,
+            "proj_clip": 3,
+            "projection_dim": 128,
+            "dim": 1024,
+        },
+        "char_cnn": {
+            "embedding": {"dim": 16},
+            "filters": FILTERS,
+            "n_highway": 1,
+            "n_characters": 262,
+            "max_characters_per_token": 50,
+            "activation": "relu",
+        },
+    },
+    "original": {  # elmo_2x4096_512_2048cnn_2xhighway (the TF Hub module's architecture)
+        "lstm": {
+            "cell_clip": 3,
+            "use_skip_connections": True,
+            "n_layers": 2,
+            "proj_clip": 3,
+            "projection_dim": 512,
+            "dim": 4096,
+        },
+        "char_cnn": {
+            "embedding": {"dim": 16},
+            "filters": FILTERS,
+            "n_highway": 2,
+            "n_characters": 262,
+            "max_characters_per_token": 50,
+            "activation": "relu",
+        },
+    },
+}
+
+
+def synthetic_sentences(n_tokens: int, seed: int = 0) -> list[list[str]]:
+    """Tweet-like sentences (5-40 tokens of 2-10 letters) adding up to about ``n_tokens`` tokens."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    sentences, total = [], 0
+    while total < n_tokens:
+        n = int(rng.integers(5, 41))
+        sentences.append(["".join(rng.choice(letters, int(rng.integers(2, 11)))) for _ in range(n)])
+        total += n
+    return sentences
+
+
+def peak_matmul_flops(backend: str, size: int = 2048, repeats: int = 10) -> float:
+    """Best FLOP/s of a float32 size^3 matrix product on this backend."""
+    import numpy as np
+    from keras import ops
+
+    a = ops.convert_to_tensor(np.random.default_rng(0).standard_normal((size, size)).astype(np.float32))
+    b = ops.convert_to_tensor(np.random.default_rng(1).standard_normal((size, size)).astype(np.float32))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        matmul = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+    elif backend == "jax":
+        import jax
+
+        matmul = jax.jit(lambda x, y: (x @ y).sum())
+    else:
+        matmul = lambda x, y: ops.sum(ops.matmul(x, y))  # noqa: E731
+    ops.convert_to_numpy(matmul(a, b))
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        ops.convert_to_numpy(matmul(a, b))
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def run_one(arch: str, token_budget: int, n_tokens: int) -> dict:
+    from udfs.elmo.options import BilmOptions
+    from udfs.elmo.runtime import Elmo
+    from udfs.elmo.weights import random_arrays
+
+    opts = BilmOptions.from_json(ARCHITECTURES[arch])
+    elmo = Elmo(opts, random_arrays(opts), token_budget=token_budget, model_id=f"random-{arch}")
+    sentences = synthetic_sentences(n_tokens)
+    elmo.embed(
+        synthetic_sentences(min(n_tokens, 400), seed=1), layer="elmo", pooling="mean"
+    )  # compile, warm up
+    start = time.perf_counter()
+    elmo.embed(sentences, layer="elmo", pooling="mean")
+    took = time.perf_counter() - start
+    tokens = sum(len(s) for s in sentences)
+    peak = peak_matmul_flops(elmo.backend)
+    flops = opts.flops_per_token()
+    return {
+        "arch": arch,
+        "backend": elmo.backend,
+        "device": elmo.device,
+        "token_budget": token_budget,
+        "sentences": len(sentences),
+        "tokens": tokens,
+        "seconds": round(took, 3),
+        "tokens_per_s": round(tokens / took, 1),
+        "sentences_per_s": round(len(sentences) / took, 2),
+        "flops_per_token": flops,
+        "peak_matmul_gflops": round(peak / 1e9, 1),
+        "utilisation": round(flops * tokens / took / peak, 3),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m udfs.elmo bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="fixture,small,original")
+    parser.add_argument("--token-budget", default="1024,2048,4096")
+    parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "tensorflow"))
+    parser.add_argument("--tokens", type=int, default=20000, help="tokens embedded per measurement")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(run_one(args.arch, int(args.token_budget), args.tokens)))
+        return 0
+    print(
+        f"{'arch':9} {'backend':10} {'device':6} {'budget':>6} {'tokens/s':>10} {'sent/s':>8} "
+        f"{'GFLOP/tok':>9} {'peak GF/s':>9} {'util':>6} {'peak RSS':>8}"
+    )
+    for arch in args.arch.split(","):
+        for budget in args.token_budget.split(","):
+            cmd = [
+                sys.executable,
+                "-m",
+                "udfs.elmo",
+                "bench",
+                "--one",
+                "--arch",
+                arch,
+                "--token-budget",
+                budget,
+                "--tokens",
+                str(args.tokens),
+            ]
+            env = dict(os.environ, KERAS_BACKEND=args.backend, TF_CPP_MIN_LOG_LEVEL="2")
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if done.returncode != 0:
+                print(f"{arch} budget {budget}: failed: {done.stderr.strip().splitlines()[-1:]}")
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            print(
+                f"{r['arch']:9} {r['backend']:10} {r['device'][:6]:6} {r['token_budget']:>6} "
+                f"{r['tokens_per_s']:>10,.0f} {r['sentences_per_s']:>8,.1f} {r['flops_per_token'] / 1e9:>9.3f} "
+                f"{r['peak_matmul_gflops']:>9.1f} {r['utilisation']:>6.1%} {r['peak_rss_gb']:>6.2f}GB",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
