@@ -13,6 +13,7 @@ from keras import ops
 from udfs.elmo.options import BilmOptions
 
 CNN_FILTER_SLICE = 256
+FORGET_BIAS = 1.0
 
 
 def char_cnn(params: dict, opts: BilmOptions, char_ids):
@@ -111,7 +112,12 @@ def bilstm_layer(
     leaves every real output exact but makes the final states and padded outputs meaningless.
     """
     prefix = f"lstm_{layer}_"
-    kernels, biases = params[prefix + "input_kernel"], params[prefix + "bias"]
+    kernels, hidden = params[prefix + "input_kernel"], opts.lstm_dim
+    # TF1's LSTMCell adds forget_bias=1 to the forget gate; the reference's gates are i, j, f, o.
+    forget = ops.concatenate(
+        [ops.zeros((2 * hidden,)), ops.full((hidden,), FORGET_BIAS), ops.zeros((hidden,))]
+    )
+    biases = params[prefix + "bias"] + ops.cast(forget, params[prefix + "bias"].dtype)
     projected = []
     for d, x in enumerate(inputs):
         shape = ops.shape(x)
@@ -126,7 +132,7 @@ def bilstm_layer(
     def cell(x_t, c, m, state_kernel, proj_kernel, keep):
         z = x_t + ops.matmul(m, state_kernel)  # (B, 4H)
         i, j, f, o = ops.split(z, 4, axis=-1)  # the reference's gate order
-        c_new = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(j)  # forget bias folded into the bias
+        c_new = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(j)  # forget bias is in the projected input
         if cell_clip:
             c_new = ops.clip(c_new, -cell_clip, cell_clip)
         m_new = ops.sigmoid(o) * ops.tanh(c_new)

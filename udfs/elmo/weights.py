@@ -16,8 +16,6 @@ import numpy as np
 
 from udfs.elmo.options import BilmOptions, ModelFormatError
 
-FORGET_BIAS = 1.0  # TF1 LSTMCell adds it to the forget gate; the runtime folds it into the bias
-
 
 def lstm_dataset(direction: int, layer: int, name: str) -> str:
     return f"RNN_{direction}/RNN/MultiRNNCell/Cell{layer}/LSTMCell/{name}"
@@ -109,9 +107,7 @@ def to_params(arrays: dict[str, np.ndarray], opts: BilmOptions) -> dict[str, np.
     for layer in range(opts.n_layers):
         inp = opts.projection_dim if layer == 0 else opts.state_dim
         kernels = [arrays[lstm_dataset(dr, layer, "W_0")] for dr in (0, 1)]
-        biases = [arrays[lstm_dataset(dr, layer, "B")].copy() for dr in (0, 1)]
-        for bias in biases:
-            bias[2 * h : 3 * h] += FORGET_BIAS  # gates are i, j, f, o
+        biases = [arrays[lstm_dataset(dr, layer, "B")] for dr in (0, 1)]
         params[f"lstm_{layer}_input_kernel"] = np.stack([k[:inp] for k in kernels])
         params[f"lstm_{layer}_state_kernel"] = np.stack([k[inp:] for k in kernels])
         params[f"lstm_{layer}_bias"] = np.stack(biases)
@@ -144,8 +140,7 @@ def from_params(params: dict[str, np.ndarray], opts: BilmOptions) -> dict[str, n
                     np.asarray(params[f"lstm_{layer}_state_kernel"])[dr],
                 ]
             )
-            bias = np.asarray(params[f"lstm_{layer}_bias"])[dr].copy()
-            bias[2 * h : 3 * h] -= FORGET_BIAS
+            bias = np.asarray(params[f"lstm_{layer}_bias"])[dr]
             arrays[lstm_dataset(dr, layer, "W_0")] = kernel
             arrays[lstm_dataset(dr, layer, "B")] = bias
             if opts.state_dim < h:

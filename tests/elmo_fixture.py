@@ -1,0 +1,34 @@
+"""The reference biLM fixture (../shared/fixtures/bilm-tf) and its expected outputs, for the ELMo tests."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+
+from tests.conftest import shared_path
+
+
+def fixture_dir():
+    return shared_path("fixtures", "bilm-tf")
+
+
+def reference_sentences() -> list[list[str]]:
+    """Three groups of 10 sentences (strings)."""
+    return json.loads((fixture_dir() / "lm_embeddings_sentences.json").read_text(encoding="utf-8"))
+
+
+def reference_outputs() -> list[list[np.ndarray]]:
+    """expected[k][i]: top LSTM layer of sentence i of group k, (n_tokens, 32) = [forward; backward]."""
+    expected = []
+    for k in range(3):
+        with h5py.File(fixture_dir() / f"lm_embeddings_{k}.hdf5", "r") as fin:
+            expected.append([np.concatenate([fin[str(i)][0], fin[str(i)][1]], axis=-1) for i in range(10)])
+    return expected
+
+
+def reference_batches() -> list[list[list[str]]]:
+    """Batch i holds sentence i of groups 0, 1, 2, tokenised on spaces, as the reference ran them."""
+    groups = reference_sentences()
+    return [[groups[k][i].split() for k in range(3)] for i in range(10)]

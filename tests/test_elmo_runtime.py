@@ -1,0 +1,106 @@
+"""The runtime's promises: batching never changes a sentence's vectors; awkward inputs work; bad ones fail clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.elmo_fixture import fixture_dir, reference_sentences
+
+SENTENCES = [s.split() for group in reference_sentences() for s in group]
+
+
+@pytest.fixture(scope="module")
+def elmo():
+    from udfs.elmo import load_elmo
+
+    return load_elmo(fixture_dir())
+
+
+def embed_with(elmo, sentences, budget, max_rows=None, **kwargs):
+    saved = elmo.token_budget, elmo.max_rows
+    elmo.token_budget, elmo.max_rows = budget, max_rows
+    try:
+        return elmo.embed(sentences, **kwargs)
+    finally:
+        elmo.token_budget, elmo.max_rows = saved
+
+
+def test_vectors_do_not_depend_on_batching_order_neighbours_or_padding(elmo):
+    alone = [elmo.embed([s])[0] for s in SENTENCES[:8]]
+    together = embed_with(elmo, SENTENCES, 100_000)
+    tiny_batches = embed_with(elmo, SENTENCES, 60)
+    rows_of_two = embed_with(elmo, SENTENCES, 100_000, max_rows=2)
+    order = np.random.default_rng(3).permutation(len(SENTENCES))
+    shuffled = elmo.embed([SENTENCES[i] for i in order])
+    with_short_neighbours = elmo.embed([["a"], SENTENCES[0], ["b", "c"]] * 3)
+    for i in range(len(SENTENCES)):
+        reference = together[i]
+        for other in (tiny_batches[i], rows_of_two[i], shuffled[list(order).index(i)]):
+            np.testing.assert_allclose(other, reference, atol=1e-6, rtol=0)
+        if i < 8:
+            np.testing.assert_allclose(alone[i], reference, atol=1e-6, rtol=0)
+    for j in (1, 4, 7):
+        np.testing.assert_allclose(with_short_neighbours[j], together[0], atol=1e-6, rtol=0)
+
+
+def test_awkward_inputs(elmo):
+    assert elmo.embed([]) == []
+    single = elmo.embed([["word"]])[0]
+    assert single.shape == (3, 1, 32)
+    long_sentence = (SENTENCES[0] * 20)[:400]
+    assert elmo.embed([long_sentence])[0].shape == (3, 400, 32)
+    long_token = "x" * 200
+    clipped = elmo.embed([[long_token], ["x" * 48]])
+    np.testing.assert_array_equal(clipped[0], clipped[1])  # clipped to max_characters_per_token - 2 bytes
+    intl = elmo.embed([["naïve", "café", "東京", "📱🔋", "$&@*#"]])[0]
+    assert intl.shape == (3, 5, 32) and np.isfinite(intl).all()
+    empty = elmo.embed([[], ["a"]], layer="elmo", pooling="mean")
+    assert empty[0].shape == (32,) and not empty[0].any()
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("a sentence", "must be a list of token lists, got str"),
+        (None, "got NoneType"),
+        ([["ok"], "not a list"], "sentence 1 must be a list of tokens"),
+        ([["ok", 3]], "sentence 0, token 1 must be a str, got int"),
+    ],
+)
+def test_non_list_or_non_string_input_is_a_type_error(elmo, bad, message):
+    with pytest.raises(TypeError, match=message):
+        elmo.embed(bad)
+
+
+def test_layers_and_pooling(elmo):
+    sentence = SENTENCES[2]
+    full = elmo.embed([sentence])[0]  # (3, n, 32)
+    for index, name in enumerate(["word_emb", "lstm_outputs1", "lstm_outputs2"]):
+        np.testing.assert_array_equal(elmo.embed([sentence], layer=name)[0], full[index])
+    mixed = elmo.embed([sentence], layer="elmo")[0]
+    np.testing.assert_allclose(mixed, full.mean(axis=0), atol=1e-6)  # equal weights, gamma 1
+    np.testing.assert_allclose(
+        elmo.embed([sentence], layer="elmo", pooling="mean")[0], mixed.mean(axis=0), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        elmo.embed([sentence], layer="elmo", pooling="max")[0], mixed.max(axis=0), atol=1e-6
+    )
+    assert elmo.embed([sentence], layer="all", pooling="mean")[0].shape == (3, 32)
+    with pytest.raises(ValueError, match="layer 'top' is not one of"):
+        elmo.embed([sentence], layer="top")
+    with pytest.raises(ValueError, match="pooling 'sum' is not one of"):
+        elmo.embed([sentence], pooling="sum")
+
+
+def test_scalar_mix_weights_gamma_and_per_sentence_layer_norm():
+    from udfs.elmo.runtime import ScalarMix
+
+    layers = np.random.default_rng(0).standard_normal((3, 5, 4)).astype(np.float32)
+    mix = ScalarMix(3, weights=[0.0, np.log(2.0), np.log(3.0)], gamma=2.0)
+    np.testing.assert_allclose(mix(layers), 2.0 * (layers[0] + 2 * layers[1] + 3 * layers[2]) / 6, atol=1e-6)
+    normed = ScalarMix(3, layer_norm=True)(layers)
+    manual = np.mean([(layer - layer.mean()) / np.sqrt(layer.var() + 1e-12) for layer in layers], axis=0)
+    np.testing.assert_allclose(normed, manual, atol=1e-5)
+    with pytest.raises(ValueError, match="needs 3 weights"):
+        ScalarMix(3, weights=[1.0])
