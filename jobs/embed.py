@@ -1,0 +1,242 @@
+"""Embed job: a Delta table of cleaned tokens -> a Delta table of ELMo embeddings, one row per document.
+
+    ./spark-submit.sh jobs/embed.py --input CLEAN_TABLE --output EMBEDDINGS_TABLE --model MODEL [--layer L]
+                                    [--pooling P]
+
+The table's contract (also stored as table and column comments): ``id``; ``embedding`` array<float> (pooled;
+null for documents with no tokens, and when pooling is 'none'); ``token_embeddings`` array<array<float>> (one
+vector per token, only when pooling is 'none'); ``dim`` (length of each vector); ``layer``; ``pooling``;
+``model_id`` (hash of the model's options and weights; the table is partitioned by it, so tables of different
+models never mix); ``created_at`` (UTC). Layer 'all' concatenates the layers' vectors. A run embeds only the ids
+that have no row yet for this model, layer and pooling, so re-running after a crash or on a grown input adds
+exactly the missing rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.cli import job_parser, log, run_job
+from jobs.config import Config
+from jobs.delta_tables import read_delta, table_exists, table_version, write_delta
+from jobs.errors import ConfigError, InputError
+from jobs.session import get_spark
+from udfs.elmo.options import BilmOptions, ModelFormatError
+from udfs.elmo.runtime import model_files, model_id_of
+from udfs.embed import EmbedSpec, make_embed_function
+
+EMBEDDINGS_DESCRIPTION = (
+    "elmo-lake ELMo embeddings: one row per document and (model_id, layer, pooling). embedding: pooled vector "
+    "(array<float> of length dim; null when the document had no tokens); token_embeddings: per-token vectors "
+    "when pooling is 'none'; model_id: hash of the ELMo options and weights (partition column)."
+)
+EMBEDDINGS_COMMENTS = {
+    "id": "document id, as in the documents and clean tables",
+    "embedding": "pooled ELMo vector, length dim; null when the document had no tokens or pooling is 'none'",
+    "token_embeddings": "one ELMo vector per token (pooling 'none' only), each of length dim",
+    "dim": "length of each vector (2 x projection_dim; x 3 for layer 'all')",
+    "layer": "word_emb, lstm_outputs1, lstm_outputs2, elmo (scalar mix) or all (layers concatenated)",
+    "pooling": "mean or max over the document's tokens (padding never counts), or none",
+    "model_id": "hash of the ELMo model's options and weights; never compare vectors across model_ids",
+    "created_at": "when the row was written (UTC)",
+}
+OUTPUT_COLUMNS = ["id", "embedding", "token_embeddings", "dim", "layer", "pooling", "model_id", "created_at"]
+
+
+@dataclass
+class EmbedSummary:
+    output: str
+    model_id: str
+    embedded: int
+    without_tokens: int
+    tokens: int
+    seconds: float
+    version: int | None
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    directory: str
+    model_id: str
+    dim: int
+
+
+def resolve_model(spec: str) -> ResolvedModel:
+    """A native model directory (options.json + one .hdf5), checked on the driver before any task starts."""
+    if not spec:
+        raise ConfigError(
+            ["embed.model: no ELMo model given; pass --model DIR (a folder with options.json and one .hdf5)"]
+        )
+    try:
+        options_path, weights_path = model_files(spec)
+        options = BilmOptions.load(options_path)
+    except ModelFormatError as exc:
+        raise InputError(f"--model {spec}: {exc}") from None
+    return ResolvedModel(str(Path(spec).resolve()), model_id_of(options, weights_path), options.output_dim)
+
+
+def output_dim(model: ResolvedModel, layer: str) -> int:
+    return model.dim * (3 if layer == "all" else 1)
+
+
+def embed_documents(clean: DataFrame, spec: EmbedSpec, model: ResolvedModel, partitions: int) -> DataFrame:
+    """clean rows (id, tokens, empty) -> embedding rows (OUTPUT_COLUMNS). No I/O."""
+    created = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    has_tokens = F.coalesce(F.size("tokens"), F.lit(0)) > 0
+    column = "token_embeddings" if spec.token_level else "embedding"
+    vector_type = "array<array<float>>" if spec.token_level else "array<float>"
+    with_tokens = (
+        clean.where(has_tokens)
+        .select("id", "tokens")
+        .repartition(partitions)
+        .sortWithinPartitions(F.size("tokens"))  # similar lengths meet in one Arrow batch: less padding
+        .mapInArrow(make_embed_function(spec), f"id string, {column} {vector_type}")
+    )
+    without = clean.where(~has_tokens).select("id", F.lit(None).cast(vector_type).alias(column))
+    other = "embedding" if spec.token_level else "token_embeddings"
+    other_type = "array<float>" if spec.token_level else "array<array<float>>"
+    return (
+        with_tokens.unionByName(without)
+        .select(
+            "id",
+            F.col("embedding") if not spec.token_level else F.lit(None).cast(other_type).alias(other),
+            F.col("token_embeddings") if spec.token_level else F.lit(None).cast(other_type).alias(other),
+            F.lit(output_dim(model, spec.layer)).alias("dim"),
+            F.lit(spec.layer).alias("layer"),
+            F.lit(spec.pooling).alias("pooling"),
+            F.lit(model.model_id).alias("model_id"),
+            F.lit(created).cast("timestamp").alias("created_at"),
+        )
+        .select(*OUTPUT_COLUMNS)
+    )
+
+
+def run(
+    spark: SparkSession,
+    cfg: Config,
+    input_table: str,
+    output_table: str,
+    model_spec: str | None = None,
+    layer: str | None = None,
+    pooling: str | None = None,
+) -> EmbedSummary:
+    engine = cfg.delta.engine
+    layer = layer or cfg.embed.layer
+    pooling = pooling or cfg.embed.pooling
+    model = resolve_model(model_spec or cfg.embed.model)
+    clean = read_delta(spark, input_table, engine)
+    if "tokens" not in clean.columns or "id" not in clean.columns:
+        raise InputError(
+            f"{input_table} has no 'id' and 'tokens' columns (columns: {clean.columns}); run jobs/clean.py first"
+        )
+    clean = clean.select("id", "tokens")
+    if table_exists(spark, output_table, engine):
+        done = (
+            read_delta(spark, output_table, engine)
+            .where(
+                (F.col("model_id") == model.model_id)
+                & (F.col("layer") == layer)
+                & (F.col("pooling") == pooling)
+            )
+            .select("id")
+        )
+        clean = clean.join(done, "id", "left_anti")
+    clean = clean.cache()
+    counts = clean.select(
+        F.count("*").alias("rows"),
+        F.sum(F.coalesce(F.size("tokens"), F.lit(0))).alias("tokens"),
+        F.sum((F.coalesce(F.size("tokens"), F.lit(0)) == 0).cast("int")).alias("without"),
+    ).collect()[0]
+    rows, tokens, without = counts["rows"], counts["tokens"] or 0, counts["without"] or 0
+    if rows == 0 and table_exists(spark, output_table, engine):
+        clean.unpersist()
+        log("embed", f"nothing to embed: every document has a row for {model.model_id} ({layer}, {pooling})")
+        return EmbedSummary(output_table, model.model_id, 0, 0, 0, 0.0, table_version(output_table))
+    shipped = not spark.sparkContext.master.startswith("local")
+    if shipped:  # executors elsewhere get their own copy of the model folder
+        spark.sparkContext.addFile(model.directory, recursive=True)
+    spec = EmbedSpec(
+        model_dir=Path(model.directory).name if shipped else model.directory,
+        shipped=shipped,
+        layer=layer,
+        pooling=pooling,
+        token_budget=cfg.embed.token_budget,
+        backend=cfg.embed.backend,
+        threads=cfg.embed.threads_per_task,
+    )
+    partitions = cfg.embed.partitions or spark.sparkContext.defaultParallelism
+    log(
+        "embed",
+        f"embedding {rows} documents ({tokens} tokens) with {model.model_id}, layer {layer}, pooling "
+        f"{pooling}, {partitions} partitions",
+    )
+    start = time.perf_counter()
+    try:
+        result = write_delta(
+            embed_documents(clean, spec, model, partitions),
+            output_table,
+            mode="append",
+            partition_by=["model_id"],
+            engine=engine,
+            description=EMBEDDINGS_DESCRIPTION,
+            comments=EMBEDDINGS_COMMENTS,
+            target_file_rows=cfg.delta.target_file_rows,
+        )
+    finally:
+        clean.unpersist()
+    took = time.perf_counter() - start
+    return EmbedSummary(output_table, model.model_id, rows - without, without, tokens, took, result.version)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = job_parser("embed", __doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--input", default="lake/clean", help="Delta table from jobs/clean.py (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--output", default="lake/embeddings", help="Delta table of embeddings (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--model", default=None, help="ELMo model directory (options.json + one .hdf5); default: embed.model"
+    )
+    parser.add_argument(
+        "--layer", default=None, help="word_emb, lstm_outputs1, lstm_outputs2, elmo (default), all"
+    )
+    parser.add_argument(
+        "--pooling", default=None, help="mean (default), max, or none for token-level vectors"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    def job(args: argparse.Namespace, cfg: Config) -> int:
+        overrides = [f"embed.{k}={v}" for k, v in (("layer", args.layer), ("pooling", args.pooling)) if v]
+        if overrides:  # validated like any other setting
+            from jobs.config import load_config
+
+            cfg = load_config(args.conf, [*args.set, *overrides])
+        spark = get_spark(cfg)
+        summary = run(spark, cfg, args.input, args.output, args.model)
+        rate = summary.tokens / summary.seconds if summary.seconds else 0.0
+        log(
+            "embed",
+            f"embedded {summary.embedded} documents ({summary.without_tokens} without tokens: null) in "
+            f"{summary.seconds:.1f} s, {rate:,.0f} tokens/s",
+        )
+        print(f"embeddings: {args.output} (Delta, version {summary.version}, model {summary.model_id})")
+        return 0
+
+    return run_job(build_parser(), argv, job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

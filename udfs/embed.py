@@ -1,0 +1,160 @@
+"""ELMo on executors: the model is loaded once per Python worker and kept across tasks; rows arrive as Arrow.
+
+``make_embed_function`` returns the ``mapInArrow`` body: (id, tokens) batches in, (id, embedding) batches out.
+Each Arrow batch goes to the runtime whole, which sorts it by length and cuts it by the token budget. On a GPU
+node, each task uses the GPU address Spark assigned to it, and memory is taken as needed, not all up front.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class EmbedSpec:
+    """What the executors need to build the model and shape the output."""
+
+    model_dir: str  # a local path, or the name of a directory shipped with SparkContext.addFile
+    shipped: bool
+    layer: str
+    pooling: str
+    token_budget: int
+    backend: str
+    threads: int  # 0 = spark.task.cpus
+
+    @property
+    def token_level(self) -> bool:
+        return self.pooling == "none"
+
+
+_MODELS: dict[tuple, object] = {}
+_ANNOUNCED: set[str] = set()
+
+
+def task_gpu() -> str | None:
+    """The GPU address Spark assigned to the running task, if any."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    resources = ctx.resources() if ctx else {}
+    gpu = resources.get("gpu")
+    return gpu.addresses[0] if gpu and gpu.addresses else None
+
+
+def _prepare_backend(spec: EmbedSpec, threads: int) -> None:
+    """Settings that only count before the backend is first imported in this worker."""
+    os.environ.setdefault("KERAS_BACKEND", spec.backend)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX: no grabbing all GPU memory
+    if spec.backend == "tensorflow" and "tensorflow" not in sys.modules:
+        import tensorflow as tf
+
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+    elif spec.backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def get_model(spec: EmbedSpec):
+    """The worker's model for ``spec`` on the task's device: built on first use, then reused by every task."""
+    from pyspark import SparkFiles, TaskContext
+
+    gpu = task_gpu()
+    key = (spec.model_dir, spec.token_budget, spec.backend, gpu)
+    model = _MODELS.get(key)
+    if model is not None:
+        return model
+    ctx = TaskContext.get()
+    threads = spec.threads or (ctx.cpus() if ctx else os.cpu_count() or 1)
+    _prepare_backend(spec, threads)
+    from udfs.elmo.runtime import load_elmo
+
+    path = SparkFiles.get(spec.model_dir) if spec.shipped else spec.model_dir
+    with _device_scope(spec.backend, gpu):
+        model = load_elmo(path, token_budget=spec.token_budget)
+    model.device_scope = lambda: _device_scope(spec.backend, gpu)  # type: ignore[attr-defined]
+    where = f"GPU {gpu}" if gpu is not None else "CPU (no GPU assigned to this task)"
+    if where not in _ANNOUNCED:
+        _ANNOUNCED.add(where)
+        print(
+            f"elmo-lake embed: worker {os.getpid()} runs ELMo {model.model_id} on {where}, "
+            f"backend {model.backend}, {threads} thread(s)",
+            file=sys.stderr,
+        )
+    _MODELS[key] = model
+    return model
+
+
+class _device_scope:
+    """Pin the work of a block to one GPU (TensorFlow, PyTorch; JAX places by committed arrays)."""
+
+    def __init__(self, backend: str, gpu: str | None):
+        self.backend, self.gpu, self.scope = backend, gpu, None
+
+    def __enter__(self):
+        if self.gpu is None:
+            return self
+        if self.backend == "tensorflow":
+            import tensorflow as tf
+
+            self.scope = tf.device(f"/GPU:{self.gpu}")
+        elif self.backend == "torch":
+            import torch
+
+            self.scope = torch.cuda.device(int(self.gpu))
+        if self.scope is not None:
+            self.scope.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.scope is not None:
+            self.scope.__exit__(*exc)
+        return False
+
+
+def vectors_to_arrow(vectors: list[np.ndarray | None], token_level: bool) -> pa.Array:
+    """Per-row vectors -> list<float> (or list<list<float>>) without a Python loop over the numbers."""
+    if token_level:
+        rows = [None if v is None else list(v) for v in vectors]
+        return pa.array(rows, type=pa.list_(pa.list_(pa.float32())))
+    present = [v.reshape(-1) for v in vectors if v is not None]
+    sizes = np.array([0 if v is None else v.size for v in vectors], dtype=np.int32)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32))
+    values = pa.array(np.concatenate(present) if present else np.zeros(0, np.float32), type=pa.float32())
+    mask = pa.array([v is None for v in vectors])
+    return pa.ListArray.from_arrays(offsets, values, mask=mask)
+
+
+def make_embed_function(spec: EmbedSpec):
+    """The ``mapInArrow`` body: batches of (id, tokens) -> batches of (id, embedding or token_embeddings)."""
+    column = "token_embeddings" if spec.token_level else "embedding"
+
+    def embed_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        model = None
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            if model is None:
+                model = get_model(spec)
+            tokens = batch.column("tokens").to_pylist()
+            sentences = [t or [] for t in tokens]
+            with model.device_scope():
+                vectors = model.embed(sentences, layer=spec.layer, pooling=spec.pooling)
+            if spec.token_level and spec.layer == "all":  # (layers, tokens, dim) -> (tokens, layers * dim)
+                vectors = [v.transpose(1, 0, 2).reshape(v.shape[1], -1) for v in vectors]
+            vectors = [None if not s else v for s, v in zip(sentences, vectors, strict=True)]
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("id"), vectors_to_arrow(vectors, spec.token_level)], names=["id", column]
+            )
+
+    return embed_batches
