@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -82,6 +84,15 @@ def resolve_model(spec: str) -> ResolvedModel:
     except ModelFormatError as exc:
         raise InputError(f"--model {spec}: {exc}") from None
     return ResolvedModel(str(Path(spec).resolve()), model_id_of(options, weights_path), options.output_dim)
+
+
+def ship_model(spark: SparkSession, model: ResolvedModel) -> str:
+    """Send the model folder to every executor as an archive named by its model_id; returns that name."""
+    name = f"{model.model_id}.zip"
+    folder = Path(tempfile.mkdtemp(prefix="elmo-lake-model-"))
+    shutil.make_archive(str(folder / model.model_id), "zip", root_dir=model.directory)
+    spark.sparkContext.addArchive(str(folder / name))
+    return name
 
 
 def output_dim(model: ResolvedModel, layer: str) -> int:
@@ -162,10 +173,10 @@ def run(
         log("embed", f"nothing to embed: every document has a row for {model.model_id} ({layer}, {pooling})")
         return EmbedSummary(output_table, model.model_id, 0, 0, 0, 0.0, table_version(output_table))
     shipped = not spark.sparkContext.master.startswith("local")
-    if shipped:  # executors elsewhere get their own copy of the model folder
-        spark.sparkContext.addFile(model.directory, recursive=True)
+    if shipped:  # executors elsewhere get their own copy of the model folder, unpacked
+        archive = ship_model(spark, model)
     spec = EmbedSpec(
-        model_dir=Path(model.directory).name if shipped else model.directory,
+        model_dir=archive if shipped else model.directory,
         shipped=shipped,
         layer=layer,
         pooling=pooling,

@@ -23,7 +23,7 @@ LAUNCHER = str(ROOT / "spark-submit.sh")
 def clean_env(**extra: str) -> dict[str, str]:
     """The user's environment without anything that would put the checkout on the executors' path."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ELMO_LAKE_HOME")}
-    env.update(PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1", **extra)
+    env.update(PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1", ELMO_LAKE_DEBUG="1", **extra)
     return env
 
 
@@ -147,30 +147,39 @@ def standalone_cluster(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_ingest_on_a_standalone_cluster(standalone_cluster, tmp_path):
-    out = tmp_path / "lake" / "docs"
-    result = launch(
+def test_ingest_clean_and_embed_on_a_standalone_cluster(standalone_cluster, tmp_path):
+    from tests.elmo_fixture import fixture_dir
+
+    lake = tmp_path / "lake"
+    cluster = ["--master", standalone_cluster, "--executor-memory", "1g"]
+    settings = [
+        "--conf",
+        "cluster",
+        "--set",
+        "spark.conf.spark.executor.memory=1g",
+        "--set",
+        "spark.conf.spark.executor.cores=2",
+    ]
+    steps = [
+        ["jobs/ingest.py", "--table", str(lake / "docs")],
+        ["jobs/clean.py", "--input", str(lake / "docs"), "--output", str(lake / "clean")],
         [
-            "--master",
-            standalone_cluster,
-            "--executor-memory",
-            "1g",
-            "jobs/ingest.py",
-            "--conf",
-            "cluster",
-            "--table",
-            str(out),
-            "--set",
-            "spark.conf.spark.executor.memory=1g",
-            "--set",
-            "spark.conf.spark.executor.cores=2",
+            "jobs/embed.py",
+            "--input",
+            str(lake / "clean"),
+            "--output",
+            str(lake / "emb"),
+            "--model",
+            str(fixture_dir()),
         ],
-        cwd=tmp_path,
-        timeout=400,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    table = DeltaTable(str(out)).to_pyarrow_table()
-    assert table.num_rows == 43
-    assert set(table.column("label").to_pylist()) == {0, 1}
-    # the data files were written by executor processes, whose working directory is the worker's
-    assert DeltaTable(str(out)).history(1)[0]["operation"]
+    ]
+    for step in steps:
+        result = launch([*cluster, *step, *settings], cwd=tmp_path, timeout=400)
+        assert result.returncode == 0, f"{step[0]}: {result.stdout[-3000:]} {result.stderr[-3000:]}"
+    docs = DeltaTable(str(lake / "docs")).to_pyarrow_table()
+    assert docs.num_rows == 43 and set(docs.column("label").to_pylist()) == {0, 1}
+    clean = DeltaTable(str(lake / "clean")).to_pyarrow_table()
+    assert clean.num_rows == 43 and all(clean.column("tokens").to_pylist())
+    emb = DeltaTable(str(lake / "emb")).to_pyarrow_table().to_pylist()
+    assert len(emb) == 43 and all(len(r["embedding"]) == 32 for r in emb)
+    assert {r["model_id"] for r in emb} == {"elmo-39edd16cbf0d272f"}  # the model reached the executors whole

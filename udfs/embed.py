@@ -20,7 +20,7 @@ import pyarrow as pa
 class EmbedSpec:
     """What the executors need to build the model and shape the output."""
 
-    model_dir: str  # a local path, or the name of a directory shipped with SparkContext.addFile
+    model_dir: str  # a local path, or the name of an archive shipped with SparkContext.addArchive
     shipped: bool
     layer: str
     pooling: str
