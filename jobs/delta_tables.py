@@ -16,7 +16,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
@@ -32,19 +32,16 @@ from jobs.errors import (
     TableNotFoundError,
     UnsupportedTableError,
 )
-from udfs.delta_files import (
-    WRITTEN_FILE_SCHEMA,
-    make_file_writer,
-    open_table_filesystem,
-    partition_dir,
-    to_delta_arrow_schema,
-)
 
 Engine = Literal["delta-rs", "spark"]
 WriteMode = Literal["append", "overwrite", "error", "ignore"]
 
 # Reader features the delta-rs read path honours; a table needing any other one is refused.
 SUPPORTED_READER_FEATURES = {"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"}
+STAGING_DIR = "_elmo_lake_staging"  # '_' folders are invisible to Delta and Spark readers
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+# Characters Hive (and so Spark and delta-rs) escape in partition folder names.
+_PATH_UNSAFE = set("\"#%'*/:=?\\\x7f{[]^") | {chr(c) for c in range(0x20)}
 PARTITION_TYPES = (
     T.StringType,
     T.IntegerType,
@@ -64,6 +61,40 @@ class WriteResult:
     version: int | None
     num_files: int
     num_records: int
+
+
+def open_table_filesystem(uri: str):
+    """The pyarrow filesystem and root path of a table URI (local path, file://, s3://, gs://, abfss://, hdfs://)."""
+    import pyarrow.fs as pafs
+
+    if "://" not in uri:
+        return pafs.LocalFileSystem(), uri
+    return pafs.FileSystem.from_uri(uri)
+
+
+def to_delta_arrow_schema(schema: pa.Schema) -> pa.Schema:
+    """What the Delta log holds: UTC timestamps, every top-level column nullable."""
+    fields = []
+    for field in schema:
+        type_ = field.type
+        if pa.types.is_timestamp(type_) and type_.tz is not None:
+            type_ = pa.timestamp("us", tz="UTC")
+        fields.append(pa.field(field.name, type_, nullable=True, metadata=field.metadata))
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def partition_dir(partition_by: list[str], values: dict[str, str | None]) -> str:
+    """Hive-style folders of a partition: col=escaped value/..., as Spark and delta-rs write them."""
+    parts = []
+    for col in partition_by:
+        value = values[col]
+        escaped = (
+            HIVE_NULL
+            if value is None
+            else "".join(quote(ch, safe="") if ch in _PATH_UNSAFE else ch for ch in value)
+        )
+        parts.append(f"{col}={escaped}")
+    return "/".join(parts)
 
 
 def resolve_engine(spark: SparkSession, engine: str = "auto") -> Engine:
@@ -343,27 +374,19 @@ def _write_with_delta_rs(
 ) -> WriteResult:
     from deltalake import DeltaTable, Schema
     from deltalake.exceptions import CommitFailedError, DeltaError
-    from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
+    from deltalake.transaction import CommitProperties, create_table_with_add_actions
 
     uri = table_uri(path)
     # Read version fixed before any data is written: a commit by someone else since then is a conflict.
     read_version = DeltaTable(uri).version() if exists else None
     arrow_schema = to_delta_arrow_schema(to_arrow_schema(df.schema, timezone="UTC"))
     write_id = uuid.uuid4().hex[:16]
-    writer = make_file_writer(uri, write_id, partition_by, target_file_rows)
+    fs, root = open_table_filesystem(uri)
+    staging = f"{root}/{STAGING_DIR}/{write_id}"
+    moved: list[str] = []
     try:
-        rows = df.mapInArrow(writer, WRITTEN_FILE_SCHEMA).collect()
-        adds = [
-            AddAction(
-                path=r["path"],
-                size=r["size"],
-                partition_values=json.loads(r["partition_values"]),
-                modification_time=r["modification_time"],
-                data_change=True,
-                stats=json.dumps({"numRecords": r["num_records"]}),
-            )
-            for r in rows
-        ]
+        _write_parquet(df, _spark_path(uri, f"{STAGING_DIR}/{write_id}"), partition_by, target_file_rows)
+        adds = _move_into_table(fs, root, staging, write_id, moved)
         props = CommitProperties(custom_metadata={"engineInfo.elmo-lake": "delta-rs", "writeId": write_id})
         schema = Schema.from_arrow(_with_comments(arrow_schema, comments))
         if exists:
@@ -381,7 +404,8 @@ def _write_with_delta_rs(
                 commit_properties=props,
             )
     except BaseException as exc:
-        _remove_write_files(uri, write_id)
+        for file in moved:  # never committed, so never visible; remove them all the same
+            _delete_quietly(fs, file)
         if isinstance(exc, CommitFailedError) or (
             isinstance(exc, DeltaError) and "already exists" in str(exc)
         ):
@@ -390,8 +414,92 @@ def _write_with_delta_rs(
                 f"{read_version}); nothing was written, re-run to write on top of the new version ({exc})"
             ) from None
         raise
+    finally:
+        _delete_quietly(fs, staging, folder=True)
+        _delete_quietly(fs, f"{root}/{STAGING_DIR}", folder=True, only_if_empty=True)
     version = DeltaTable(uri).version()
-    return WriteResult(path, version, len(rows), sum(r["num_records"] for r in rows))
+    return WriteResult(path, version, len(adds), sum(json.loads(a.stats)["numRecords"] for a in adds))
+
+
+def _write_parquet(df: DataFrame, target: str, partition_by: list[str], target_file_rows: int) -> None:
+    """Spark's own Parquet writer (no Python on the write path), with the timestamp encoding Delta reads."""
+    spark = df.sparkSession
+    key = "spark.sql.parquet.outputTimestampType"
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, "TIMESTAMP_MICROS")
+    try:
+        writer = df.write.mode("errorifexists").option("compression", "snappy")
+        if target_file_rows:
+            writer = writer.option("maxRecordsPerFile", target_file_rows)
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.parquet(target)
+    finally:
+        if previous is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, previous)
+
+
+def _spark_path(uri: str, relative: str) -> str:
+    return f"file://{uri}/{relative}" if "://" not in uri else f"{uri}/{relative}"
+
+
+def _move_into_table(fs, root: str, staging: str, write_id: str, moved: list[str]):
+    """Move the staged data files to their place in the table; their add actions (path, partitions, rows)."""
+    import time
+
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+    from deltalake.transaction import AddAction
+
+    adds = []
+    infos = fs.get_file_info(pafs.FileSelector(staging, recursive=True))
+    for info in sorted(infos, key=lambda i: i.path):
+        if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
+            continue
+        relative = info.path[len(staging) + 1 :]
+        folders, name = relative.rsplit("/", 1) if "/" in relative else ("", relative)
+        target_relative = f"{folders}/{write_id}-{name}" if folders else f"{write_id}-{name}"
+        if folders:
+            fs.create_dir(f"{root}/{folders}", recursive=True)
+        fs.move(info.path, f"{root}/{target_relative}")
+        moved.append(f"{root}/{target_relative}")
+        with fs.open_input_file(f"{root}/{target_relative}") as handle:
+            rows = pq.read_metadata(handle).num_rows
+        adds.append(
+            AddAction(
+                path=target_relative,  # deltalake URL-encodes it for the log
+                size=info.size,
+                partition_values=_partition_values(folders),
+                modification_time=int(time.time() * 1000),
+                data_change=True,
+                stats=json.dumps({"numRecords": rows}),
+            )
+        )
+    return adds
+
+
+def _partition_values(folders: str) -> dict[str, str | None]:
+    values: dict[str, str | None] = {}
+    for part in filter(None, folders.split("/")):
+        column, _, value = part.partition("=")
+        values[column] = None if value == HIVE_NULL else unquote(value)
+    return values
+
+
+def _delete_quietly(fs, path: str, folder: bool = False, only_if_empty: bool = False) -> None:
+    import pyarrow.fs as pafs
+
+    try:
+        if folder:
+            if only_if_empty and fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+                return
+            fs.delete_dir(path)
+        else:
+            fs.delete_file(path)
+    except (OSError, FileNotFoundError):
+        pass
 
 
 def _with_comments(schema: pa.Schema, comments: dict[str, str]) -> pa.Schema:
@@ -402,20 +510,3 @@ def _with_comments(schema: pa.Schema, comments: dict[str, str]) -> pa.Schema:
         for f in schema
     ]
     return pa.schema(fields)
-
-
-def _remove_write_files(uri: str, write_id: str) -> None:
-    """Delete every data file a failed write left behind (any task, any attempt); the log never named them."""
-    import pyarrow.fs as pafs
-
-    fs, root = open_table_filesystem(uri)
-    try:
-        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
-    except OSError:
-        return
-    for info in infos:
-        if info.type == pafs.FileType.File and f"-{write_id}-" in info.base_name:
-            try:
-                fs.delete_file(info.path)
-            except OSError:
-                pass
