@@ -98,7 +98,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "pooling": Setting(
             "mean", str, "pooling over tokens; 'none' writes token-level vectors", ("mean", "max", "none")
         ),
-        "token_budget": Setting(3072, int, "most rows x padded steps per model batch (bounds memory)"),
+        "token_budget": Setting(2048, int, "most rows x padded steps per model batch (bounds memory)"),
         "backend": Setting(
             "tensorflow", str, "Keras backend on the executors", ("tensorflow", "jax", "torch")
         ),
@@ -106,6 +106,26 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "threads_per_task": Setting(0, int, "model threads per Spark task; 0 = spark.task.cpus"),
     },
 }
+
+
+def _train_bilm_section() -> dict[str, Setting]:
+    """The [train_bilm] settings: the trainer's own dataclass defaults (one place), plus the corpus settings."""
+    from dataclasses import fields
+
+    from jobs.bilm_training import TrainSettings
+
+    defaults = TrainSettings()
+    section = {
+        f.name: Setting(
+            getattr(defaults, f.name), type(getattr(defaults, f.name)), f"biLM training: {f.name}"
+        )
+        for f in fields(TrainSettings)
+    }
+    section["sentence_split"] = Setting(True, bool, "split documents into sentences at . ! ? tokens")
+    return section
+
+
+SCHEMA["train_bilm"] = _train_bilm_section()
 
 
 class Config:

@@ -22,7 +22,7 @@ from udfs.elmo.weights import read_weight_file, to_params
 
 LAYERS = ("word_emb", "lstm_outputs1", "lstm_outputs2", "elmo", "all")
 POOLINGS = ("mean", "max", "none")
-DEFAULT_TOKEN_BUDGET = 3072
+DEFAULT_TOKEN_BUDGET = 2048
 MIN_FILL = 0.75  # a sentence joins a batch only if it fills at least this share of the batch's steps
 
 
