@@ -108,6 +108,24 @@ SCHEMA: dict[str, dict[str, Setting]] = {
 }
 
 
+SCHEMA["train"] = {
+    "engine": Setting("sklearn", str, "logistic regression engine", ("spark", "sklearn")),
+    "reg_param": Setting(
+        0.01, float, "L2 regularisation (Spark ML's regParam; sklearn uses C = 1 / (reg_param * rows))"
+    ),
+    "grid": Setting([], list, "spark engine: regParam values to cross-validate (empty: no grid)"),
+    "folds": Setting(3, int, "cross-validation folds for the grid"),
+    "validation_fraction": Setting(0.2, float, "share of each label held out for validation"),
+    "seed": Setting(42, int, "seed of the train/validation split"),
+    "driver_budget_mb": Setting(2048, int, "sklearn engine: most MB of features collected to the driver"),
+    "use_best_threshold": Setting(
+        False, bool, "predict with the validation F1-best threshold instead of 0.5"
+    ),
+    "tfidf_baseline": Setting(True, bool, "also fit TF-IDF + logistic regression on the same split"),
+    "tfidf_reg_param": Setting(0.001, float, "regParam of the TF-IDF baseline"),
+}
+
+
 def _train_bilm_section() -> dict[str, Setting]:
     """The [train_bilm] settings: the trainer's own dataclass defaults (one place), plus the corpus settings."""
     from dataclasses import fields

@@ -31,6 +31,7 @@ from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
 from jobs.delta_tables import read_delta, table_exists, table_version, write_delta
 from jobs.errors import ConfigError, InputError
+from jobs.paths import default_model
 from jobs.session import get_spark
 from udfs.elmo.options import BilmOptions, ModelFormatError
 from udfs.elmo.runtime import model_files, model_id_of
@@ -74,9 +75,12 @@ class ResolvedModel:
 
 def resolve_model(spec: str) -> ResolvedModel:
     """A native model directory (options.json + one .hdf5), checked on the driver before any task starts."""
-    if not spec:
+    spec = spec or default_model()
+    if not Path(spec).is_dir():
         raise ConfigError(
-            ["embed.model: no ELMo model given; pass --model DIR (a folder with options.json and one .hdf5)"]
+            [
+                f"embed.model: {spec!r} is not a model directory; pass --model DIR (a folder with options.json and one .hdf5)"
+            ]
         )
     try:
         options_path, weights_path = model_files(spec)

@@ -26,6 +26,7 @@ from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
 from jobs.delta_tables import read_delta, table_exists, table_version, write_delta
 from jobs.errors import InputError
+from jobs.paths import default_sample
 from jobs.session import get_spark
 
 DOCUMENTS_DESCRIPTION = (
@@ -34,16 +35,6 @@ DOCUMENTS_DESCRIPTION = (
 )
 REJECTS_DESCRIPTION = "elmo-lake ingest rejects: the input rows that are not documents, with the reason"
 REJECT_COLUMNS = ["source_file", "record", "id", "text", "label", "reason", "ingested_at"]
-
-
-def repo_root() -> Path:
-    """Where the built-in samples are: $ELMO_LAKE_HOME (set by spark-submit.sh), else this checkout."""
-    home = os.environ.get("ELMO_LAKE_HOME")
-    return Path(home) if home else Path(__file__).resolve().parent.parent
-
-
-def default_sample() -> str:
-    return str(repo_root() / "samples" / "tweets_labelled.csv")
 
 
 @dataclass

@@ -109,7 +109,8 @@ def run(
         s for tokens in token_lists for s in split_sentences(list(tokens), cfg.train_bilm.sentence_split)
     ]
     train, held_out = split_held_out(sentences, settings.held_out_fraction, settings.seed)
-    n_tokens = sum(len(s) + 1 for s in train)
+    n_tokens = sum(len(s) + 1 for s in train)  # each token predicts the next; the last predicts </S>
+    stream_tokens = sum(len(s) + 2 for s in train)  # <S> tokens </S>, as the streams hold them
     log(
         "train_bilm",
         f"{len(sentences)} sentences ({len(train)} train, {len(held_out)} held out), {n_tokens} training "
@@ -117,7 +118,7 @@ def run(
     )
 
     trainer = BilmTrainer(settings, vocab)
-    steps_per_epoch = max(1, (n_tokens // settings.batch_size - 1) // settings.unroll_steps)
+    steps_per_epoch = max(1, (stream_tokens // settings.batch_size - 1) // settings.unroll_steps)
     total = settings.max_steps or steps_per_epoch * settings.epochs
     checkpoint = out / "checkpoint.npz"
     epoch, window = 0, 0

@@ -12,7 +12,8 @@ from deltalake import DeltaTable
 
 from jobs.delta_tables import table_version
 from jobs.errors import InputError
-from jobs.ingest import default_sample, run
+from jobs.ingest import run
+from jobs.paths import default_sample
 from tests.conftest import shared_path
 
 

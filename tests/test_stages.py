@@ -202,9 +202,14 @@ def test_token_level_output(spark, tmp_path, elmo):
 def test_missing_model_fails_with_what_to_give(spark, tmp_path):
     from jobs.errors import ConfigError, InputError
 
-    with pytest.raises(ConfigError, match="no ELMo model given; pass --model DIR"):
-        embed_job.run(spark, cfg_with(), str(tmp_path / "clean"), str(tmp_path / "emb"))
-    with pytest.raises(InputError, match="--model .*nothing: model directory .* does not exist"):
+    with pytest.raises(
+        ConfigError, match="embed.model: 'nowhere/model' is not a model directory; pass --model DIR"
+    ):
         embed_job.run(
-            spark, cfg_with(), str(tmp_path / "clean"), str(tmp_path / "emb"), str(tmp_path / "nothing")
+            spark, cfg_with("embed.model=nowhere/model"), str(tmp_path / "clean"), str(tmp_path / "emb")
+        )
+    (tmp_path / "empty-model").mkdir()
+    with pytest.raises(InputError, match="--model .*empty-model: options file .* does not exist"):
+        embed_job.run(
+            spark, cfg_with(), str(tmp_path / "clean"), str(tmp_path / "emb"), str(tmp_path / "empty-model")
         )

@@ -1,0 +1,271 @@
+"""The whole pipeline in one command: ingest -> clean -> embed -> train -> predict, plus a report.
+
+    ./spark-submit.sh jobs/pipeline.py [--train LABELLED.csv] [--score UNLABELLED.csv] [--out DIR] [--model MODEL_DIR]
+                                       [--classifier spark|sklearn]
+
+With no arguments it runs on the built-in sample with the project's default ELMo model. It writes
+DIR/predictions.csv (id,label for every scored id), DIR/report.json, DIR/report.html and the Delta tables under DIR.
+Each stage is incremental (ingest, clean and embed add only what is missing) and training is skipped when its
+inputs and settings did not change, so re-running with the same --out reuses the work already done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from jobs import clean, embed, ingest, predict, train
+from jobs.classifier import Classifier
+from jobs.cli import job_parser, log, run_job
+from jobs.config import Config
+from jobs.delta_tables import read_delta, table_version
+from jobs.paths import default_model, repo_root
+from jobs.report import write_report
+from jobs.session import get_spark
+
+
+def sample_inputs() -> tuple[str, str]:
+    return str(repo_root() / "samples" / "tweets_labelled.csv"), str(
+        repo_root() / "samples" / "tweets_unlabelled.csv"
+    )
+
+
+class Stages:
+    """Times and row counts per stage, for the progress lines and the report."""
+
+    def __init__(self):
+        self.info: dict[str, dict] = {}
+        self.total = 6
+
+    def run(self, name: str, action, rows=None, note=None):
+        number = len(self.info) + 1
+        log("pipeline", f"[{number}/{self.total}] {name} ...")
+        start = time.perf_counter()
+        result = action()
+        seconds = time.perf_counter() - start
+        entry = {"seconds": round(seconds, 2)}
+        if rows is not None:
+            entry["rows"] = rows(result)
+        if note is not None:
+            entry["note"] = note(result)
+        self.info[name] = entry
+        log(
+            "pipeline",
+            f"[{number}/{self.total}] {name} done in {seconds:.1f} s"
+            + (f": {entry['note']}" if "note" in entry else ""),
+        )
+        return result
+
+
+def train_signature(cfg: Config, tables: list[str], engine: str) -> str:
+    content = json.dumps(
+        [cfg.as_dict()["train"], engine, [table_version(t) for t in tables]], sort_keys=True, default=str
+    )
+    return hashlib.sha256(content.encode()).hexdigest()[:16]
+
+
+def run(
+    spark: SparkSession, cfg: Config, train_csv: str, score_csv: str, out: str, model: str, engine: str
+) -> dict:
+    root = Path(out).resolve()
+    t = {
+        name: str(root / name)
+        for name in (
+            "train_documents",
+            "score_documents",
+            "train_clean",
+            "score_clean",
+            "train_embeddings",
+            "score_embeddings",
+            "classifier",
+            "runs",
+            "predictions",
+        )
+    }
+    stages = Stages()
+    start = time.perf_counter()
+    stages.run(
+        "ingest",
+        lambda: (
+            ingest.run(spark, cfg, train_csv, t["train_documents"], t["train_documents"] + "_rejects"),
+            ingest.run(spark, cfg, score_csv, t["score_documents"], t["score_documents"] + "_rejects"),
+        ),
+        rows=lambda r: r[0].added + r[0].already_present + r[1].added + r[1].already_present,
+        note=lambda r: f"train: {r[0].describe()}; score: {r[1].describe()}",
+    )
+    stages.run(
+        "clean",
+        lambda: (
+            clean.run(spark, cfg, t["train_documents"], t["train_clean"]),
+            clean.run(spark, cfg, t["score_documents"], t["score_clean"]),
+        ),
+        note=lambda r: f"{r[0].cleaned + r[1].cleaned} documents cleaned ({r[0].empty + r[1].empty} empty)",
+    )
+    stages.run(
+        "embed",
+        lambda: (
+            embed.run(spark, cfg, t["train_clean"], t["train_embeddings"], model),
+            embed.run(spark, cfg, t["score_clean"], t["score_embeddings"], model),
+        ),
+        note=lambda r: f"{r[0].embedded + r[1].embedded} documents embedded with {r[0].model_id}",
+    )
+
+    state_file = root / "pipeline_state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    signature = train_signature(cfg, [t["train_embeddings"], t["train_documents"]], engine)
+    details_file = root / "validation_scores.npz"
+
+    def fit():
+        if (
+            state.get("train_signature") == signature
+            and (Path(t["classifier"]) / "classifier.json").exists()
+            and details_file.exists()
+        ):
+            saved = np.load(details_file)
+            return (
+                Classifier.load(t["classifier"]),
+                {"labels": saved["labels"], "probabilities": saved["probabilities"]},
+                True,
+            )
+        classifier, details = train.run(
+            spark, cfg, t["train_embeddings"], t["train_documents"], t["classifier"], engine, t["runs"]
+        )
+        np.savez(details_file, **details)
+        state["train_signature"] = signature
+        state_file.write_text(json.dumps(state))
+        return classifier, details, False
+
+    classifier, details, reused = stages.run(
+        "train",
+        fit,
+        note=lambda r: (
+            ("reused: inputs unchanged; " if r[2] else "")
+            + f"validation F1 {r[0].metrics['validation']['f1']:.3f}"
+        ),
+    )
+    csv_path = str(root / "predictions.csv")
+    stages.run(
+        "predict",
+        lambda: predict.run(spark, cfg, t["score_embeddings"], t["classifier"], t["predictions"], csv_path),
+        note=lambda n: f"{n} new predictions",
+    )
+
+    def make_report():
+        emb = read_delta(spark, t["train_embeddings"], cfg.delta.engine).where(
+            (F.col("model_id") == classifier.model_id)
+            & (F.col("layer") == classifier.layer)
+            & (F.col("pooling") == classifier.pooling)
+            & F.col("embedding").isNotNull()
+        )
+        labels = read_delta(spark, t["train_documents"], cfg.delta.engine).select("id", "label")
+        sample = emb.join(labels, "id").select("embedding", "label").limit(5000).toArrow()
+        points = (
+            np.asarray(sample.column("embedding").combine_chunks().flatten(), dtype=np.float32).reshape(
+                sample.num_rows, -1
+            )
+            if sample.num_rows
+            else np.zeros((0, 2))
+        )
+        point_labels = (
+            np.asarray(sample.column("label").to_numpy(zero_copy_only=False))
+            if sample.num_rows
+            else np.zeros(0)
+        )
+        report = {
+            "classifier_id": classifier.classifier_id,
+            "engine": classifier.engine,
+            "model_id": classifier.model_id,
+            "layer": classifier.layer,
+            "pooling": classifier.pooling,
+            "threshold": classifier.threshold,
+            "metrics": classifier.metrics,
+            "stages": stages.info,
+            "tables": t,
+            "predictions_csv": csv_path,
+            "inputs": {"train": train_csv, "score": score_csv, "model": model},
+            "settings": cfg.as_dict(),
+            "total_seconds": round(time.perf_counter() - start, 2),
+        }
+        return write_report(
+            root,
+            report,
+            details["labels"],
+            details["probabilities"],
+            classifier.threshold,
+            points,
+            point_labels,
+        )
+
+    json_path, html_path = stages.run("report", make_report)
+    return {
+        "classifier": classifier,
+        "report_json": json_path,
+        "report_html": html_path,
+        "predictions_csv": csv_path,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = job_parser("pipeline", __doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--train",
+        default=None,
+        help="labelled CSV/Parquet/JSON (id, label, text|tweet); default: the built-in sample",
+    )
+    parser.add_argument(
+        "--score", default=None, help="unlabelled file to predict; default: the built-in sample"
+    )
+    parser.add_argument("--out", default="out/sample", help="output folder (default: %(default)s)")
+    parser.add_argument(
+        "--model", default=None, help="ELMo model folder (default: the project's default model)"
+    )
+    parser.add_argument(
+        "--classifier",
+        choices=["spark", "sklearn"],
+        default=None,
+        help="logistic regression engine (default: train.engine)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    def job(args: argparse.Namespace, cfg: Config) -> int:
+        train_csv, score_csv = sample_inputs()
+        spark = get_spark(cfg)
+        result = run(
+            spark,
+            cfg,
+            args.train or train_csv,
+            args.score or score_csv,
+            args.out,
+            args.model or cfg.embed.model or default_model(),
+            args.classifier or cfg.train.engine,
+        )
+        m = result["classifier"].metrics
+        baseline = m.get("tfidf_baseline")
+        print(
+            f"F1 on the validation split: {m['validation']['f1']:.3f}"
+            + (f" (TF-IDF baseline: {baseline['f1']:.3f})" if baseline else "")
+        )
+        print(f"predictions: {result['predictions_csv']}")
+        print(f"report:      {result['report_html']} (figures in {result['report_json']})")
+        print(
+            f"next: open the report, or try another layer: ./spark-submit.sh jobs/pipeline.py --out {args.out} "
+            "--set embed.layer=all --classifier spark"
+        )
+        return 0
+
+    return run_job(build_parser(), argv, job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

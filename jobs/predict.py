@@ -1,0 +1,141 @@
+"""Predict job: an embedding table + a saved classifier -> a Delta table of predictions (and a CSV on request).
+
+    ./spark-submit.sh jobs/predict.py --embeddings EMB_TABLE --classifier CLASSIFIER_DIR --output PREDICTIONS_TABLE
+                                      [--csv FILE]
+
+Every id of the embedding table (for the classifier's model_id, layer and pooling) gets exactly one row:
+``id``, ``probability``, ``label`` (probability >= the classifier's threshold), ``classifier_id``. Documents without
+tokens are scored from a zero vector. Re-running adds nothing; ``--csv`` writes ``id,label`` like a contest
+submission file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.classifier import Classifier
+from jobs.cli import job_parser, log, run_job
+from jobs.config import Config
+from jobs.delta_tables import read_delta, table_exists, write_delta
+from jobs.errors import InputError
+from jobs.session import get_spark
+
+PREDICTIONS_DESCRIPTION = "elmo-lake predictions: id, probability of label 1, label (0/1 at the classifier's threshold), classifier_id"
+
+
+def score(emb: DataFrame, classifier: Classifier) -> DataFrame:
+    """Embedding rows -> predictions. No I/O."""
+    probability = classifier.probability(F.col("embedding"))
+    return emb.select(
+        "id",
+        probability.alias("probability"),
+        (probability >= F.lit(classifier.threshold)).cast("int").alias("label"),
+        F.lit(classifier.classifier_id).alias("classifier_id"),
+    )
+
+
+def embeddings_for(spark: SparkSession, cfg: Config, table: str, classifier: Classifier) -> DataFrame:
+    emb = read_delta(spark, table, cfg.delta.engine)
+    mine = emb.where(
+        (F.col("model_id") == classifier.model_id)
+        & (F.col("layer") == classifier.layer)
+        & (F.col("pooling") == classifier.pooling)
+    )
+    if mine.limit(1).count() == 0:
+        found = "; ".join(
+            f"{r['model_id']} {r['layer']} {r['pooling']}"
+            for r in emb.select("model_id", "layer", "pooling").distinct().collect()
+        )
+        raise InputError(
+            f"{table} has no embeddings from the classifier's model {classifier.model_id} ({classifier.layer}, "
+            f"{classifier.pooling}); found: {found or 'none'}. Embed with that model, or train a classifier on these"
+        )
+    return mine
+
+
+def run(
+    spark: SparkSession,
+    cfg: Config,
+    embeddings: str,
+    classifier_dir: str,
+    output: str,
+    csv_path: str | None = None,
+) -> int:
+    classifier = Classifier.load(classifier_dir)
+    emb = embeddings_for(spark, cfg, embeddings, classifier)
+    predictions = score(emb, classifier)
+    if table_exists(spark, output, cfg.delta.engine):
+        done = (
+            read_delta(spark, output, cfg.delta.engine)
+            .where(F.col("classifier_id") == classifier.classifier_id)
+            .select("id")
+        )
+        predictions = predictions.join(done, "id", "left_anti")
+    predictions = predictions.cache()
+    added = predictions.count()
+    if added or not table_exists(spark, output, cfg.delta.engine):
+        write_delta(
+            predictions, output, mode="append", engine=cfg.delta.engine, description=PREDICTIONS_DESCRIPTION
+        )
+    predictions.unpersist()
+    log("predict", f"{added} new predictions with {classifier.classifier_id} in {output}")
+    if csv_path:
+        write_csv(spark, cfg, output, classifier.classifier_id, csv_path)
+    return added
+
+
+def write_csv(spark: SparkSession, cfg: Config, table: str, classifier_id: str, path: str) -> None:
+    """``id,label`` for every id, sorted numerically where ids are numbers; written atomically."""
+    rows = (
+        read_delta(spark, table, cfg.delta.engine)
+        .where(F.col("classifier_id") == classifier_id)
+        .select("id", "label")
+        .collect()
+    )
+    rows.sort(key=lambda r: (0, int(r["id"]), "") if r["id"].isdigit() else (1, 0, r["id"]))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "label"])
+        writer.writerows((r["id"], r["label"]) for r in rows)
+    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = job_parser("predict", __doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--embeddings", default="lake/embeddings", help="embedding table to score (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--classifier",
+        default="lake/classifier",
+        help="classifier folder from jobs/train.py (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output", default="lake/predictions", help="Delta table of predictions (default: %(default)s)"
+    )
+    parser.add_argument("--csv", default=None, help="also write id,label to this CSV file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    def job(args: argparse.Namespace, cfg: Config) -> int:
+        spark = get_spark(cfg)
+        run(spark, cfg, args.embeddings, args.classifier, args.output, args.csv)
+        print(f"predictions: {args.output}" + (f" and {args.csv}" if args.csv else ""))
+        return 0
+
+    return run_job(build_parser(), argv, job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

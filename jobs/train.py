@@ -1,0 +1,256 @@
+"""Train job: an embedding table + labels -> a logistic-regression classifier, its metrics and a run record.
+
+    ./spark-submit.sh jobs/train.py --embeddings EMB_TABLE --labels DOCS_TABLE --output CLASSIFIER_DIR
+                                    [--engine spark|sklearn] [--runs RUNS_TABLE]
+
+Joins the embeddings (one model_id, layer and pooling) with the documents' 0/1 labels, splits train/validation
+(stratified, seeded; 20 % validation by default), fits logistic regression with Spark ML (scales out; optional
+cross-validated grid over regParam) or scikit-learn on the driver (refused when the features would not fit the
+driver budget), and reports F1, precision, recall, ROC AUC, PR AUC and the F1-best threshold on the validation
+split, beside a TF-IDF baseline on the same split. Saves CLASSIFIER_DIR/classifier.json and appends a row to the
+runs table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.classifier import (
+    Classifier,
+    binary_metrics,
+    check_labels,
+    fit_sklearn,
+    fit_spark,
+    stratified_split,
+    tfidf_baseline,
+)
+from jobs.cli import job_parser, log, run_job
+from jobs.config import Config
+from jobs.delta_tables import read_delta, write_delta
+from jobs.errors import InputError
+from jobs.session import get_spark
+
+RUNS_DESCRIPTION = (
+    "elmo-lake classifier runs: one row per jobs/train.py run, with its validation metrics and lineage"
+)
+
+
+def select_embeddings(
+    emb: DataFrame, model_id: str | None, layer: str | None, pooling: str | None
+) -> tuple[DataFrame, dict]:
+    """The one (model_id, layer, pooling) slice of an embedding table to train on, or a clear error."""
+    keys = [r.asDict() for r in emb.select("model_id", "layer", "pooling", "dim").distinct().collect()]
+    chosen = [
+        k
+        for k in keys
+        if (model_id in (None, k["model_id"]))
+        and (layer in (None, k["layer"]))
+        and (pooling in (None, k["pooling"]))
+    ]
+    chosen = [k for k in chosen if k["pooling"] != "none"]
+    if len(chosen) != 1:
+        found = "; ".join(f"{k['model_id']} {k['layer']} {k['pooling']}" for k in keys) or "none"
+        raise InputError(
+            f"choose one pooled embedding set with --model-id/--layer/--pooling (found: {found})"
+            if chosen
+            else f"no pooled embeddings match (found: {found})"
+        )
+    key = chosen[0]
+    rows = emb.where(
+        (F.col("model_id") == key["model_id"])
+        & (F.col("layer") == key["layer"])
+        & (F.col("pooling") == key["pooling"])
+    )
+    return rows, key
+
+
+def labelled_rows(
+    spark: SparkSession, cfg: Config, embeddings: str, labels: str, key_filter: dict
+) -> tuple[DataFrame, dict]:
+    engine = cfg.delta.engine
+    emb, key = select_embeddings(read_delta(spark, embeddings, engine), **key_filter)
+    docs = read_delta(spark, labels, engine)
+    for column in ("id", "label"):
+        if column not in docs.columns:
+            raise InputError(f"{labels} has no {column!r} column (columns: {docs.columns})")
+    text = F.col("text") if "text" in docs.columns else F.lit(None).cast("string")
+    labelled = docs.where(F.col("label").isNotNull()).select("id", "label", text.alias("text"))
+    check_labels(labelled)
+    joined = labelled.join(emb.select("id", "embedding"), "id", "inner")
+    return joined, key
+
+
+def train_classifier(
+    spark: SparkSession, cfg: Config, embeddings: str, labels: str, engine: str, key_filter: dict
+) -> tuple[Classifier, dict]:
+    t = cfg.train
+    joined, key = labelled_rows(spark, cfg, embeddings, labels, key_filter)
+    split = stratified_split(joined, t.validation_fraction, t.seed).cache()
+    try:
+        train = split.where(~F.col("is_validation") & F.col("embedding").isNotNull())
+        validation = split.where(F.col("is_validation"))
+        n_train, n_valid = train.count(), validation.count()
+        if n_train < 2 or n_valid < 1 or train.select("label").distinct().count() < 2:
+            raise InputError(
+                f"too few labelled rows to train ({n_train} train, {n_valid} validation, both labels needed)"
+            )
+        log(
+            "train",
+            f"{n_train} training and {n_valid} validation rows ({key['model_id']}, {key['layer']}, {key['pooling']}), engine {engine}",
+        )
+        start = time.perf_counter()
+        reg = t.reg_param
+        if engine == "sklearn":
+            weights, intercept = fit_sklearn(train, key["dim"], reg, t.driver_budget_mb)
+        else:
+            weights, intercept, reg = fit_spark(train, reg, list(t.grid), t.folds, t.seed)
+        fit_seconds = time.perf_counter() - start
+        classifier = Classifier(
+            weights=[float(w) for w in weights],
+            intercept=intercept,
+            threshold=0.5,
+            model_id=key["model_id"],
+            layer=key["layer"],
+            pooling=key["pooling"],
+            engine=engine,
+            reg_param=reg,
+            settings=cfg.as_dict()["train"],
+        )
+        scored = validation.select("label", classifier.probability(F.col("embedding")).alias("p")).toArrow()
+        labels_v = np.asarray(scored.column("label").to_numpy(zero_copy_only=False)).astype(int)
+        probs_v = np.asarray(scored.column("p").to_numpy(zero_copy_only=False))
+        metrics = binary_metrics(labels_v, probs_v)
+        metrics["train_rows"], metrics["fit_seconds"] = n_train, round(fit_seconds, 2)
+        if t.use_best_threshold:
+            classifier.threshold = metrics["best_threshold"]
+        baseline = (
+            tfidf_baseline(split.where(~F.col("is_validation")), validation, t.tfidf_reg_param)
+            if t.tfidf_baseline
+            else None
+        )
+        classifier.metrics = {"validation": metrics, "tfidf_baseline": baseline}
+        details = {"labels": labels_v, "probabilities": probs_v}
+        return classifier, details
+    finally:
+        split.unpersist()
+
+
+def record_run(
+    spark: SparkSession, cfg: Config, runs_table: str, classifier: Classifier, output: str
+) -> None:
+    m = classifier.metrics["validation"]
+    baseline = classifier.metrics.get("tfidf_baseline") or {}
+    row = {
+        "run_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+        "classifier_id": classifier.classifier_id,
+        "classifier_path": str(Path(output).resolve()),
+        "engine": classifier.engine,
+        "model_id": classifier.model_id,
+        "layer": classifier.layer,
+        "pooling": classifier.pooling,
+        "reg_param": float(classifier.reg_param),
+        "train_rows": int(m["train_rows"]),
+        "validation_rows": int(m["rows"]),
+        "f1": m["f1"],
+        "precision": m["precision"],
+        "recall": m["recall"],
+        "roc_auc": m["roc_auc"],
+        "pr_auc": m["pr_auc"],
+        "best_threshold": m["best_threshold"],
+        "tfidf_f1": baseline.get("f1"),
+        "settings": json.dumps(classifier.settings, sort_keys=True),
+    }
+    schema = (
+        "run_at timestamp, classifier_id string, classifier_path string, engine string, model_id string, layer string, "
+        "pooling string, reg_param double, train_rows long, validation_rows long, f1 double, precision double, "
+        "recall double, roc_auc double, pr_auc double, best_threshold double, tfidf_f1 double, settings string"
+    )
+    write_delta(
+        spark.createDataFrame([row], schema),
+        runs_table,
+        mode="append",
+        engine=cfg.delta.engine,
+        description=RUNS_DESCRIPTION,
+    )
+
+
+def run(
+    spark: SparkSession,
+    cfg: Config,
+    embeddings: str,
+    labels: str,
+    output: str,
+    engine: str | None = None,
+    runs_table: str | None = None,
+    model_id: str | None = None,
+    layer: str | None = None,
+    pooling: str | None = None,
+):
+    engine = engine or cfg.train.engine
+    classifier, details = train_classifier(
+        spark, cfg, embeddings, labels, engine, {"model_id": model_id, "layer": layer, "pooling": pooling}
+    )
+    classifier.save(output)
+    record_run(spark, cfg, runs_table or str(Path(output).parent / "runs"), classifier, output)
+    return classifier, details
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = job_parser("train", __doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--embeddings", default="lake/embeddings", help="embedding table (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--labels", default="lake/documents", help="documents table with 0/1 labels (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--output", default="lake/classifier", help="classifier folder (default: %(default)s)"
+    )
+    parser.add_argument("--engine", choices=["spark", "sklearn"], default=None, help="default: train.engine")
+    parser.add_argument("--runs", default=None, help="Delta table of runs (default: OUTPUT/../runs)")
+    parser.add_argument("--model-id", default=None, help="which model's embeddings, if the table has several")
+    parser.add_argument("--layer", default=None, help="which layer's embeddings, if the table has several")
+    parser.add_argument("--pooling", default=None, help="which pooling, if the table has several")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    def job(args: argparse.Namespace, cfg: Config) -> int:
+        spark = get_spark(cfg)
+        classifier, _ = run(
+            spark,
+            cfg,
+            args.embeddings,
+            args.labels,
+            args.output,
+            args.engine,
+            args.runs,
+            args.model_id,
+            args.layer,
+            args.pooling,
+        )
+        m, b = classifier.metrics["validation"], classifier.metrics.get("tfidf_baseline")
+        log(
+            "train",
+            f"validation F1 {m['f1']:.3f} (precision {m['precision']:.3f}, recall {m['recall']:.3f}, ROC AUC "
+            f"{m['roc_auc']}, PR AUC {m['pr_auc']}); F1-best threshold {m['best_threshold']:.3f} -> F1 {m['best_threshold_f1']}"
+            + (f"; TF-IDF baseline F1 {b['f1']:.3f}" if b else ""),
+        )
+        print(f"classifier: {Path(args.output).resolve()} ({classifier.classifier_id})")
+        return 0
+
+    return run_job(build_parser(), argv, job)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
