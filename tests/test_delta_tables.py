@@ -145,9 +145,11 @@ def test_racing_writers_the_loser_gets_a_conflict_and_the_table_stays_whole(spar
     write_delta(spark.createDataFrame(rows(0, 5), SCHEMA), path, engine=ENGINE)
     first_files = data_files(path)
     go = tmp_path / "winner-committed"
+    writing = tmp_path / "slow-writer-is-writing"
 
     @F.udf("int")
     def wait_for_winner(n):
+        writing.touch()  # its read version is fixed before any task runs
         deadline = time.time() + 60
         while not go.exists() and time.time() < deadline:
             time.sleep(0.05)
@@ -165,7 +167,9 @@ def test_racing_writers_the_loser_gets_a_conflict_and_the_table_stays_whole(spar
 
     thread = threading.Thread(target=slow_writer)
     thread.start()
-    time.sleep(1.0)  # the slow writer has fixed its read version and is writing files
+    deadline = time.time() + 60
+    while not writing.exists() and time.time() < deadline:  # the slow writer is writing its files
+        time.sleep(0.05)
     winner = write_delta(spark.createDataFrame(rows(200, 5), SCHEMA), path, mode="overwrite", engine=ENGINE)
     go.touch()
     thread.join(120)
