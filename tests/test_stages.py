@@ -209,7 +209,10 @@ def test_missing_model_fails_with_what_to_give(spark, tmp_path):
             spark, cfg_with("embed.model=nowhere/model"), str(tmp_path / "clean"), str(tmp_path / "emb")
         )
     (tmp_path / "empty-model").mkdir()
-    with pytest.raises(InputError, match="--model .*empty-model: options file .* does not exist"):
+    with pytest.raises(
+        InputError,
+        match=r"--model .*empty-model: .* must hold exactly one weights \.hdf5 file \(found: none\)",
+    ):
         embed_job.run(
             spark, cfg_with(), str(tmp_path / "clean"), str(tmp_path / "emb"), str(tmp_path / "empty-model")
         )
