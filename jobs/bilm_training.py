@@ -165,6 +165,7 @@ class BilmTrainer:
 
         if keras.backend.backend() != "tensorflow":
             raise RuntimeError("biLM training runs on the TensorFlow backend; set KERAS_BACKEND=tensorflow")
+        keras.utils.set_random_seed(settings.seed)  # dropout draws from it: same data + settings, same model
         self.settings, self.vocab = settings, vocab
         self.vocab_index = {w: i for i, w in enumerate(vocab)}
         self.opts = settings.options()

