@@ -21,7 +21,7 @@ from pyspark.sql.functions import pandas_udf
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
 from jobs.delta_tables import read_delta, table_exists, table_version, write_delta
-from jobs.errors import ElmoLakeError, InputError
+from jobs.errors import InputError, SetupError
 from jobs.session import get_spark
 from udfs.clean import CleanSettings, SpacyModelMissing, make_clean_function, resolve_spacy_model
 
@@ -36,10 +36,6 @@ CLEAN_COMMENTS = {
     "empty": "true when nothing was left after cleaning (no tokens, not embedded)",
     "clean_fingerprint": "hash of the cleaning settings and the spaCy model that produced the row",
 }
-
-
-class SetupError(ElmoLakeError):
-    """Something the job needs is not installed."""
 
 
 @dataclass

@@ -314,7 +314,7 @@ def check_schema(table: T.StructType, data: T.StructType, path: str) -> None:
     for name, type_ in data_types.items():
         if name not in table_types:
             problems.append(f"column {name!r} ({type_.simpleString()}) is not in the table")
-        elif not _same_type(table_types[name], type_):
+        elif table_types[name].simpleString() != type_.simpleString():  # nullability aside
             problems.append(
                 f"column {name!r} is {type_.simpleString()}, the table has {table_types[name].simpleString()}"
             )
@@ -323,13 +323,6 @@ def check_schema(table: T.StructType, data: T.StructType, path: str) -> None:
         raise SchemaMismatchError(
             f"data does not match the schema of Delta table {path}: " + "; ".join(problems)
         )
-
-
-def _same_type(a: T.DataType, b: T.DataType) -> bool:
-    def strip(t: T.DataType) -> str:
-        return t.simpleString()
-
-    return strip(a) == strip(b)
 
 
 def _write_with_spark(

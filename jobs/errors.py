@@ -35,3 +35,7 @@ class UnsupportedTableError(ElmoLakeError):
 
 class CommitConflictError(ElmoLakeError):
     """Another writer committed to the table first, in a way that conflicts with this write."""
+
+
+class SetupError(ElmoLakeError):
+    """Something the job needs is not installed; the message says how to install it."""

@@ -11,6 +11,7 @@ from jobs import clean as clean_job
 from jobs import embed as embed_job
 from jobs.config import load_config
 from jobs.delta_tables import table_version
+from jobs.errors import SetupError
 from tests.elmo_fixture import fixture_dir
 from udfs.clean import CleanSettings, clean_texts, prepare_text
 
@@ -91,7 +92,7 @@ def test_a_missing_spacy_model_fails_on_the_driver_before_any_task(spark, tmp_pa
     sc.setJobGroup("missing-model", "must not run")
     try:
         with pytest.raises(
-            clean_job.SetupError,
+            SetupError,
             match="'xx_no_such_model' is not installed; install it with: python -m spacy download xx_no_such_model",
         ):
             clean_job.run(
