@@ -138,3 +138,11 @@ def test_the_pipeline_on_the_built_in_sample_and_its_rerun(spark, tmp_path):
     report = json.loads(again["report_json"].read_text())
     assert report["stages"]["train"]["note"].startswith("reused")
     assert "0 new predictions" in report["stages"]["predict"]["note"]
+
+
+def test_the_spark_engine_cross_validates_a_grid(spark, tmp_path):
+    emb, docs = write_tables(tmp_path, n=200)
+    classifier, _ = train.run(
+        spark, cfg_with("train.grid=[0.001, 1.0]", "train.folds=2"), emb, docs, str(tmp_path / "c"), "spark"
+    )
+    assert classifier.reg_param in (0.001, 1.0) and classifier.metrics["validation"]["f1"] > 0.5

@@ -94,3 +94,15 @@ def test_the_job_trains_checkpoints_resumes_and_reports_perplexity(spark, tmp_pa
 
     vectors = load_elmo(out).embed([["my", "phone"]], layer="elmo", pooling="mean")
     assert vectors[0].shape == (16,) and np.isfinite(vectors[0]).all()
+
+
+def test_large_vocabularies_train_with_sampled_softmax():
+    settings = tiny_settings()
+    settings.sampled_softmax_above, settings.negative_samples = 10, 8
+    sentences = [s.split() for s in CORPUS]
+    trainer = BilmTrainer(settings, build_vocabulary({w: 1 for s in sentences for w in s}, 60))
+    losses = []
+    trainer.run_epoch(sentences, 0, 0, lambda *a: losses.append(a[4:]), None, total_steps=3)
+    assert len(losses) == 3 and all(np.isfinite(loss).all() for loss in losses)
+    forward, backward = trainer.perplexity(sentences[:6])  # evaluation always uses the full softmax
+    assert forward > 1 and backward > 1
