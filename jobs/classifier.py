@@ -21,6 +21,17 @@ from pyspark.sql.window import Window
 from jobs.errors import ElmoLakeError, InputError
 
 
+def arrow_vector(table, name: str, dtype=None) -> np.ndarray:
+    """A scalar column of an Arrow table as a NumPy array."""
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def arrow_matrix(table, name: str) -> np.ndarray:
+    """A list<float> column of equal-length rows as a (rows, dim) float32 matrix."""
+    values = np.asarray(table.column(name).combine_chunks().flatten(), dtype=np.float32)
+    return values.reshape(table.num_rows, -1) if table.num_rows else values.reshape(0, 0)
+
+
 class DriverBudgetError(ElmoLakeError):
     """The sklearn engine would collect more to the driver than it is allowed."""
 
@@ -103,16 +114,16 @@ def check_driver_budget(rows: int, dim: int, budget_mb: int) -> None:
         )
 
 
-def fit_sklearn(train: DataFrame, dim: int, reg_param: float, budget_mb: int) -> tuple[np.ndarray, float]:
+def fit_sklearn(
+    train: DataFrame, rows: int, dim: int, reg_param: float, budget_mb: int
+) -> tuple[np.ndarray, float]:
     """Scaled logistic regression on the driver; the same objective as Spark ML's with standardization."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    rows = train.count()
     check_driver_budget(rows, dim, budget_mb)
     table = train.select("embedding", "label").toArrow()
-    x = np.asarray(table.column("embedding").combine_chunks().flatten(), dtype=np.float32).reshape(rows, dim)
-    y = np.asarray(table.column("label").to_numpy(zero_copy_only=False), dtype=np.int32)
+    x, y = arrow_matrix(table, "embedding"), arrow_vector(table, "label", np.int32)
     scaler = StandardScaler().fit(x)
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
     model = LogisticRegression(C=1.0 / (reg_param * rows), max_iter=5000, tol=1e-8)
@@ -199,7 +210,7 @@ def tfidf_baseline(train: DataFrame, validation: DataFrame, reg_param: float) ->
     def data(d):
         return d.select(
             F.coalesce("text", F.lit("")).alias("text"), F.col("label").cast("double").alias("label")
-        )  # noqa: E731
+        )
 
     model = pipeline.fit(data(train))
     from pyspark.ml.functions import vector_to_array
@@ -209,5 +220,4 @@ def tfidf_baseline(train: DataFrame, validation: DataFrame, reg_param: float) ->
         .select("label", vector_to_array("probability")[1].alias("p"))
         .toArrow()
     )
-    labels = np.asarray(scored.column("label").to_numpy(zero_copy_only=False)).astype(int)
-    return binary_metrics(labels, np.asarray(scored.column("p").to_numpy(zero_copy_only=False)))
+    return binary_metrics(arrow_vector(scored, "label", int), arrow_vector(scored, "p"))

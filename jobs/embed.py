@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.cli import job_parser, log, run_job
@@ -90,6 +90,16 @@ def resolve_model(spec: str) -> ResolvedModel:
     return ResolvedModel(str(Path(spec).resolve()), model_id_of(options, weights_path), options.output_dim)
 
 
+def embedding_set(model_id: str, layer: str, pooling: str) -> Column:
+    """The rows of one (model_id, layer, pooling) set in an embedding table."""
+    return (F.col("model_id") == model_id) & (F.col("layer") == layer) & (F.col("pooling") == pooling)
+
+
+def token_count() -> Column:
+    """Tokens of a clean row; a null token list counts as none."""
+    return F.coalesce(F.size("tokens"), F.lit(0))
+
+
 def ship_model(spark: SparkSession, model: ResolvedModel) -> str:
     """Send the model folder to every executor as an archive named by its model_id; returns that name."""
     name = f"{model.model_id}.zip"
@@ -106,7 +116,7 @@ def output_dim(model: ResolvedModel, layer: str) -> int:
 def embed_documents(clean: DataFrame, spec: EmbedSpec, model: ResolvedModel, partitions: int) -> DataFrame:
     """clean rows (id, tokens, empty) -> embedding rows (OUTPUT_COLUMNS). No I/O."""
     created = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    has_tokens = F.coalesce(F.size("tokens"), F.lit(0)) > 0
+    has_tokens = token_count() > 0
     column = "token_embeddings" if spec.token_level else "embedding"
     vector_type = "array<array<float>>" if spec.token_level else "array<float>"
     with_tokens = (
@@ -123,8 +133,8 @@ def embed_documents(clean: DataFrame, spec: EmbedSpec, model: ResolvedModel, par
         with_tokens.unionByName(without)
         .select(
             "id",
-            F.col("embedding") if not spec.token_level else F.lit(None).cast(other_type).alias(other),
-            F.col("token_embeddings") if spec.token_level else F.lit(None).cast(other_type).alias(other),
+            column,
+            F.lit(None).cast(other_type).alias(other),
             F.lit(output_dim(model, spec.layer)).alias("dim"),
             F.lit(spec.layer).alias("layer"),
             F.lit(spec.pooling).alias("pooling"),
@@ -157,30 +167,25 @@ def run(
     if table_exists(spark, output_table, engine):
         done = (
             read_delta(spark, output_table, engine)
-            .where(
-                (F.col("model_id") == model.model_id)
-                & (F.col("layer") == layer)
-                & (F.col("pooling") == pooling)
-            )
+            .where(embedding_set(model.model_id, layer, pooling))
             .select("id")
         )
         clean = clean.join(done, "id", "left_anti")
     clean = clean.cache()
     counts = clean.select(
         F.count("*").alias("rows"),
-        F.sum(F.coalesce(F.size("tokens"), F.lit(0))).alias("tokens"),
-        F.sum((F.coalesce(F.size("tokens"), F.lit(0)) == 0).cast("int")).alias("without"),
+        F.sum(token_count()).alias("tokens"),
+        F.sum((token_count() == 0).cast("int")).alias("without"),
     ).collect()[0]
     rows, tokens, without = counts["rows"], counts["tokens"] or 0, counts["without"] or 0
     if rows == 0 and table_exists(spark, output_table, engine):
         clean.unpersist()
         log("embed", f"nothing to embed: every document has a row for {model.model_id} ({layer}, {pooling})")
         return EmbedSummary(output_table, model.model_id, 0, 0, 0, 0.0, table_version(output_table))
+    # executors elsewhere get their own copy of the model folder, unpacked
     shipped = not spark.sparkContext.master.startswith("local")
-    if shipped:  # executors elsewhere get their own copy of the model folder, unpacked
-        archive = ship_model(spark, model)
     spec = EmbedSpec(
-        model_dir=archive if shipped else model.directory,
+        model_dir=ship_model(spark, model) if shipped else model.directory,
         shipped=shipped,
         layer=layer,
         pooling=pooling,

@@ -18,5 +18,9 @@ def default_sample() -> str:
     return str(repo_root() / "samples" / "tweets_labelled.csv")
 
 
+def default_score_sample() -> str:
+    return str(repo_root() / "samples" / "tweets_unlabelled.csv")
+
+
 def default_model() -> str:
     return str(repo_root() / "models" / DEFAULT_MODEL)

@@ -24,19 +24,18 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs import clean, embed, ingest, predict, train
-from jobs.classifier import Classifier
+from jobs.classifier import Classifier, arrow_matrix, arrow_vector
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
 from jobs.delta_tables import read_delta, table_version
-from jobs.paths import default_model, repo_root
+from jobs.embed import embedding_set
+from jobs.paths import default_model, default_sample, default_score_sample
 from jobs.report import write_report
 from jobs.session import get_spark
 
 
 def sample_inputs() -> tuple[str, str]:
-    return str(repo_root() / "samples" / "tweets_labelled.csv"), str(
-        repo_root() / "samples" / "tweets_unlabelled.csv"
-    )
+    return default_sample(), default_score_sample()
 
 
 class Stages:
@@ -161,25 +160,12 @@ def run(
 
     def make_report():
         emb = read_delta(spark, t["train_embeddings"], cfg.delta.engine).where(
-            (F.col("model_id") == classifier.model_id)
-            & (F.col("layer") == classifier.layer)
-            & (F.col("pooling") == classifier.pooling)
+            embedding_set(classifier.model_id, classifier.layer, classifier.pooling)
             & F.col("embedding").isNotNull()
         )
         labels = read_delta(spark, t["train_documents"], cfg.delta.engine).select("id", "label")
         sample = emb.join(labels, "id").select("embedding", "label").limit(5000).toArrow()
-        points = (
-            np.asarray(sample.column("embedding").combine_chunks().flatten(), dtype=np.float32).reshape(
-                sample.num_rows, -1
-            )
-            if sample.num_rows
-            else np.zeros((0, 2))
-        )
-        point_labels = (
-            np.asarray(sample.column("label").to_numpy(zero_copy_only=False))
-            if sample.num_rows
-            else np.zeros(0)
-        )
+        points, point_labels = arrow_matrix(sample, "embedding"), arrow_vector(sample, "label")
         report = {
             "classifier_id": classifier.classifier_id,
             "engine": classifier.engine,

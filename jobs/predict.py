@@ -25,6 +25,7 @@ from jobs.classifier import Classifier
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
 from jobs.delta_tables import read_delta, table_exists, write_delta
+from jobs.embed import embedding_set
 from jobs.errors import InputError
 from jobs.session import get_spark
 
@@ -44,11 +45,7 @@ def score(emb: DataFrame, classifier: Classifier) -> DataFrame:
 
 def embeddings_for(spark: SparkSession, cfg: Config, table: str, classifier: Classifier) -> DataFrame:
     emb = read_delta(spark, table, cfg.delta.engine)
-    mine = emb.where(
-        (F.col("model_id") == classifier.model_id)
-        & (F.col("layer") == classifier.layer)
-        & (F.col("pooling") == classifier.pooling)
-    )
+    mine = emb.where(embedding_set(classifier.model_id, classifier.layer, classifier.pooling))
     if mine.limit(1).count() == 0:
         found = "; ".join(
             f"{r['model_id']} {r['layer']} {r['pooling']}"

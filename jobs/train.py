@@ -21,12 +21,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from jobs.classifier import (
     Classifier,
+    arrow_vector,
     binary_metrics,
     check_labels,
     fit_sklearn,
@@ -37,6 +37,7 @@ from jobs.classifier import (
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
 from jobs.delta_tables import read_delta, write_delta
+from jobs.embed import embedding_set
 from jobs.errors import InputError
 from jobs.session import get_spark
 
@@ -66,12 +67,7 @@ def select_embeddings(
             else f"no pooled embeddings match (found: {found})"
         )
     key = chosen[0]
-    rows = emb.where(
-        (F.col("model_id") == key["model_id"])
-        & (F.col("layer") == key["layer"])
-        & (F.col("pooling") == key["pooling"])
-    )
-    return rows, key
+    return emb.where(embedding_set(key["model_id"], key["layer"], key["pooling"])), key
 
 
 def labelled_rows(
@@ -111,7 +107,7 @@ def train_classifier(
         start = time.perf_counter()
         reg = t.reg_param
         if engine == "sklearn":
-            weights, intercept = fit_sklearn(train, key["dim"], reg, t.driver_budget_mb)
+            weights, intercept = fit_sklearn(train, n_train, key["dim"], reg, t.driver_budget_mb)
         else:
             weights, intercept, reg = fit_spark(train, reg, list(t.grid), t.folds, t.seed)
         fit_seconds = time.perf_counter() - start
@@ -127,8 +123,7 @@ def train_classifier(
             settings=cfg.as_dict()["train"],
         )
         scored = validation.select("label", classifier.probability(F.col("embedding")).alias("p")).toArrow()
-        labels_v = np.asarray(scored.column("label").to_numpy(zero_copy_only=False)).astype(int)
-        probs_v = np.asarray(scored.column("p").to_numpy(zero_copy_only=False))
+        labels_v, probs_v = arrow_vector(scored, "label", int), arrow_vector(scored, "p")
         metrics = binary_metrics(labels_v, probs_v)
         metrics["train_rows"], metrics["fit_seconds"] = n_train, round(fit_seconds, 2)
         if t.use_best_threshold:

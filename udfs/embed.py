@@ -65,11 +65,10 @@ def _prepare_backend(spec: EmbedSpec, threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def get_model(spec: EmbedSpec):
+def get_model(spec: EmbedSpec, gpu: str | None):
     """The worker's model for ``spec`` on the task's device: built on first use, then reused by every task."""
     from pyspark import SparkFiles, TaskContext
 
-    gpu = task_gpu()
     key = (spec.model_dir, spec.token_budget, spec.backend, gpu)
     model = _MODELS.get(key)
     if model is not None:
@@ -82,7 +81,6 @@ def get_model(spec: EmbedSpec):
     path = SparkFiles.get(spec.model_dir) if spec.shipped else spec.model_dir
     with _device_scope(spec.backend, gpu):
         model = load_elmo(path, token_budget=spec.token_budget)
-    model.device_scope = lambda: _device_scope(spec.backend, gpu)  # type: ignore[attr-defined]
     where = f"GPU {gpu}" if gpu is not None else "CPU (no GPU assigned to this task)"
     if where not in _ANNOUNCED:
         _ANNOUNCED.add(where)
@@ -145,10 +143,11 @@ def make_embed_function(spec: EmbedSpec):
             if batch.num_rows == 0:
                 continue
             if model is None:
-                model = get_model(spec)
+                gpu = task_gpu()
+                model = get_model(spec, gpu)
             tokens = batch.column("tokens").to_pylist()
             sentences = [t or [] for t in tokens]
-            with model.device_scope():
+            with _device_scope(spec.backend, gpu):
                 vectors = model.embed(sentences, layer=spec.layer, pooling=spec.pooling)
             if spec.token_level and spec.layer == "all":  # (layers, tokens, dim) -> (tokens, layers * dim)
                 vectors = [v.transpose(1, 0, 2).reshape(v.shape[1], -1) for v in vectors]
