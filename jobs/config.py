@@ -90,7 +90,17 @@ SCHEMA: dict[str, dict[str, Setting]] = {
     },
     "embed": {
         "model": Setting(
-            "", str, "ELMo model: a directory with options.json and one .hdf5 (or a hub module spec)"
+            "",
+            str,
+            "ELMo model spec: a native folder (options.json + one .hdf5), an unpacked TF Hub module folder, a "
+            "file:// URL, a TF Hub handle or an hdfs:// / s3a:// / dbfs: path; empty = the built-in model",
+        ),
+        "hub_signature": Setting(
+            "tokens",
+            str,
+            "TF Hub modules only: 'tokens' feeds our tokens as they are; 'default' feeds each text as one string "
+            "that the module splits on spaces",
+            ("tokens", "default"),
         ),
         "layer": Setting(
             "elmo", str, "which layer", ("word_emb", "lstm_outputs1", "lstm_outputs2", "elmo", "all")

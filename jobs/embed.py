@@ -33,6 +33,8 @@ from jobs.delta_tables import read_delta, table_exists, table_version, write_del
 from jobs.errors import ConfigError, InputError
 from jobs.paths import default_model
 from jobs.session import get_spark
+from udfs.elmo.hub_runner import hub_model_id
+from udfs.elmo.model_source import resolve
 from udfs.elmo.options import BilmOptions, ModelFormatError
 from udfs.elmo.runtime import model_files, model_id_of
 from udfs.embed import EmbedSpec, make_embed_function
@@ -71,23 +73,67 @@ class ResolvedModel:
     directory: str
     model_id: str
     dim: int
+    kind: str = "native"  # or "hub"
+    signature: str = "tokens"  # hub modules: the signature the executors call
 
 
-def resolve_model(spec: str) -> ResolvedModel:
-    """A native model directory (options.json + one .hdf5), checked on the driver before any task starts."""
+def resolve_model(
+    spec: str, signature: str = "tokens", spark: SparkSession | None = None, backend: str = "tensorflow"
+) -> ResolvedModel:
+    """Any model spec (see ``udfs/elmo/model_source.py``) as a local folder, checked on the driver before any task.
+
+    Hub handles are downloaded here (into $TFHUB_CACHE_DIR), Hadoop paths copied here; executors get the folder.
+    """
     spec = spec or default_model()
-    if not Path(spec).is_dir():
-        raise ConfigError(
-            [
-                f"embed.model: {spec!r} is not a model directory; pass --model DIR (a folder with options.json and one .hdf5)"
-            ]
-        )
+    fetch = (lambda remote: copy_from_hadoop(spark, remote)) if spark is not None else None
     try:
-        options_path, weights_path = model_files(spec)
+        source = resolve(spec, fetch)
+        if source.kind == "hub":
+            if backend != "tensorflow":
+                raise ConfigError(
+                    [
+                        f"embed.backend is {backend!r}, but {spec} is a TF Hub module, which runs on TensorFlow "
+                        "only: set embed.backend=tensorflow, or convert it once with python -m jobs.hub_convert "
+                        "and embed with the converted folder"
+                    ]
+                )
+            return ResolvedModel(
+                source.path, hub_model_id(source.path, signature), hub_dim(source.path), "hub", signature
+            )
+        options_path, weights_path = model_files(source.path)
         options = BilmOptions.load(options_path)
     except ModelFormatError as exc:
         raise InputError(f"--model {spec}: {exc}") from None
-    return ResolvedModel(str(Path(spec).resolve()), model_id_of(options, weights_path), options.output_dim)
+    return ResolvedModel(source.path, model_id_of(options, weights_path), options.output_dim)
+
+
+def hub_dim(folder: str) -> int:
+    """Width of a hub module's vectors, from its variables' shapes (no graph is loaded on the driver)."""
+    from jobs.hub_layout import ModuleVariables, infer_options
+
+    variables = ModuleVariables.read(folder)
+    options = variables.stored_options() or infer_options(variables.shapes)
+    return options.output_dim
+
+
+def copy_from_hadoop(spark: SparkSession, spec: str) -> str:
+    """Copy a model folder from any Hadoop file system (hdfs://, s3a://, abfss://, dbfs:, ...) to local disk."""
+    jvm = spark.sparkContext._jvm
+    source = jvm.org.apache.hadoop.fs.Path(spec)
+    try:
+        fs = source.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        if not fs.exists(source):
+            raise InputError(f"--model {spec} does not exist")
+        target = Path(tempfile.mkdtemp(prefix="elmo-lake-model-"))
+        fs.copyToLocalFile(False, source, jvm.org.apache.hadoop.fs.Path(target.as_uri()), True)
+    except InputError:
+        raise
+    except Exception as exc:  # Py4J errors carry the Java exception's message
+        raise InputError(
+            f"--model {spec}: cannot copy it from its file system: {str(exc).splitlines()[0]}"
+        ) from None
+    log("embed", f"copied {spec} to {target}")
+    return str(target / source.getName())
 
 
 def embedding_set(model_id: str, layer: str, pooling: str) -> Column:
@@ -157,7 +203,7 @@ def run(
     engine = cfg.delta.engine
     layer = layer or cfg.embed.layer
     pooling = pooling or cfg.embed.pooling
-    model = resolve_model(model_spec or cfg.embed.model)
+    model = resolve_model(model_spec or cfg.embed.model, cfg.embed.hub_signature, spark, cfg.embed.backend)
     clean = read_delta(spark, input_table, engine)
     if "tokens" not in clean.columns or "id" not in clean.columns:
         raise InputError(
@@ -187,6 +233,8 @@ def run(
     spec = EmbedSpec(
         model_dir=ship_model(spark, model) if shipped else model.directory,
         shipped=shipped,
+        model_kind=model.kind,
+        signature=model.signature,
         layer=layer,
         pooling=pooling,
         token_budget=cfg.embed.token_budget,
@@ -226,7 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", default="lake/embeddings", help="Delta table of embeddings (default: %(default)s)"
     )
     parser.add_argument(
-        "--model", default=None, help="ELMo model directory (options.json + one .hdf5); default: embed.model"
+        "--model",
+        default=None,
+        help="ELMo model: a native folder (options.json + one .hdf5), an unpacked TF Hub module folder, a "
+        "file:// URL, a TF Hub handle (https://tfhub.dev/google/elmo/3) or an hdfs:// / s3a:// / dbfs: path; "
+        "default: embed.model, else the built-in model",
     )
     parser.add_argument(
         "--layer", default=None, help="word_emb, lstm_outputs1, lstm_outputs2, elmo (default), all"

@@ -201,10 +201,10 @@ def test_token_level_output(spark, tmp_path, elmo):
 
 
 def test_missing_model_fails_with_what_to_give(spark, tmp_path):
-    from jobs.errors import ConfigError, InputError
+    from jobs.errors import InputError
 
     with pytest.raises(
-        ConfigError, match="embed.model: 'nowhere/model' is not a model directory; pass --model DIR"
+        InputError, match=r"--model nowhere/model: model nowhere/model does not exist .* give a native model"
     ):
         embed_job.run(
             spark, cfg_with("embed.model=nowhere/model"), str(tmp_path / "clean"), str(tmp_path / "emb")
@@ -212,8 +212,13 @@ def test_missing_model_fails_with_what_to_give(spark, tmp_path):
     (tmp_path / "empty-model").mkdir()
     with pytest.raises(
         InputError,
-        match=r"--model .*empty-model: .* must hold exactly one weights \.hdf5 file \(found: none\)",
+        match=r"--model .*empty-model: .* is neither a native model .* found: nothing",
     ):
+        embed_job.run(
+            spark, cfg_with(), str(tmp_path / "clean"), str(tmp_path / "emb"), str(tmp_path / "empty-model")
+        )
+    (tmp_path / "empty-model" / "options.json").write_text("{}")
+    with pytest.raises(InputError, match=r"must hold exactly one weights \.hdf5 file \(found: none\)"):
         embed_job.run(
             spark, cfg_with(), str(tmp_path / "clean"), str(tmp_path / "emb"), str(tmp_path / "empty-model")
         )

@@ -27,6 +27,8 @@ class EmbedSpec:
     token_budget: int
     backend: str
     threads: int  # 0 = spark.task.cpus
+    model_kind: str = "native"  # or "hub": a TF Hub module, run by the hub runner (TensorFlow)
+    signature: str = "tokens"  # the hub module's signature
 
     @property
     def token_level(self) -> bool:
@@ -69,23 +71,23 @@ def get_model(spec: EmbedSpec, gpu: str | None):
     """The worker's model for ``spec`` on the task's device: built on first use, then reused by every task."""
     from pyspark import SparkFiles, TaskContext
 
-    key = (spec.model_dir, spec.token_budget, spec.backend, gpu)
+    key = (spec.model_dir, spec.model_kind, spec.signature, spec.token_budget, spec.backend, gpu)
     model = _MODELS.get(key)
     if model is not None:
         return model
     ctx = TaskContext.get()
     threads = spec.threads or (ctx.cpus() if ctx else os.cpu_count() or 1)
     _prepare_backend(spec, threads)
-    from udfs.elmo.runtime import load_elmo
+    from udfs.elmo.model_source import ModelSource, load_model
 
     path = SparkFiles.get(spec.model_dir) if spec.shipped else spec.model_dir
     with _device_scope(spec.backend, gpu):
-        model = load_elmo(path, token_budget=spec.token_budget)
+        model = load_model(ModelSource(path, spec.model_kind, path), spec.token_budget, spec.signature)
     where = f"GPU {gpu}" if gpu is not None else "CPU (no GPU assigned to this task)"
     if where not in _ANNOUNCED:
         _ANNOUNCED.add(where)
         print(
-            f"elmo-lake embed: worker {os.getpid()} runs ELMo {model.model_id} on {where}, "
+            f"elmo-lake embed: worker {os.getpid()} runs ELMo {model.model_id} ({spec.model_kind}) on {where}, "
             f"backend {model.backend}, {threads} thread(s)",
             file=sys.stderr,
         )

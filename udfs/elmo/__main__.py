@@ -18,7 +18,17 @@ def build_parser() -> argparse.ArgumentParser:
         "has, for line i (0-based), an array named 'i' of shape [n_layers + 1, n_tokens, 2 * projection_dim], "
         "float32 (or the chosen --layer).",
     )
-    embed.add_argument("--model", help="model directory: options.json and one .hdf5 weights file")
+    embed.add_argument(
+        "--model",
+        help="model spec: a native folder (options.json + one .hdf5), an unpacked TF Hub module folder, a "
+        "file:// URL or a TF Hub handle (downloaded into $TFHUB_CACHE_DIR)",
+    )
+    embed.add_argument(
+        "--signature",
+        choices=["tokens", "default"],
+        default="tokens",
+        help="TF Hub modules: feed tokens (default) or whole lines, which the module splits on spaces",
+    )
     embed.add_argument("--options", help="options.json (instead of --model)")
     embed.add_argument("--weights", help="hdf5 weights file (instead of --model)")
     embed.add_argument("--input", required=True, help="text file, one sentence per line")
@@ -55,17 +65,25 @@ def embed(args: argparse.Namespace) -> int:
     configure_backend(args.backend)
     import numpy as np
 
+    from udfs.elmo.model_source import load_model, resolve
     from udfs.elmo.runtime import load_elmo
 
     if not args.model and not (args.options and args.weights):
-        raise SystemExit("embed: give --model DIR, or --options and --weights")
+        raise SystemExit("embed: give --model SPEC, or --options and --weights")
     if args.stateful and not args.batch_size:
         raise SystemExit("embed: --stateful needs --batch-size")
     start = time.perf_counter()
-    elmo = load_elmo(
-        args.model or ".", args.options, args.weights, token_budget=args.token_budget or DEFAULT_TOKEN_BUDGET
-    )
-    elmo.max_rows = args.batch_size
+    budget = args.token_budget or DEFAULT_TOKEN_BUDGET
+    if args.options and args.weights:
+        elmo = load_elmo(args.model or ".", args.options, args.weights, token_budget=budget)
+        elmo.max_rows = args.batch_size
+    else:
+        source = resolve(args.model)
+        if args.stateful and source.kind != "native":
+            raise SystemExit(
+                "embed: --stateful needs a native model (convert the module with jobs.hub_convert)"
+            )
+        elmo = load_model(source, budget, args.signature, max_rows=args.batch_size)
     sentences = read_sentences(args.input)
     print(
         f"embed: {len(sentences)} sentences, model {elmo.model_id}, backend {elmo.backend} on {elmo.device}",

@@ -13,6 +13,11 @@ def _special_word(char: int, max_chars: int) -> np.ndarray:
     return code
 
 
+def special_token_ids(char: int, max_chars: int) -> np.ndarray:
+    """The ids of <S> (``BOS_CHAR``) or </S> (``EOS_CHAR``) as the Batcher gives them (reference ids + 1)."""
+    return _special_word(char, max_chars) + 1
+
+
 def token_char_ids(token: str, max_chars: int) -> np.ndarray:
     """UTF-8 bytes between begin/end-of-word markers, clipped to ``max_chars - 2`` bytes, padded."""
     code = np.full(max_chars, PAD_CHAR, dtype=np.int32)
@@ -31,8 +36,8 @@ class CharEncoder:
 
     def __init__(self, max_chars: int, cache_size: int = 200_000):
         self.max_chars = max_chars
-        self._bos = _special_word(BOS_CHAR, max_chars) + 1
-        self._eos = _special_word(EOS_CHAR, max_chars) + 1
+        self._bos = special_token_ids(BOS_CHAR, max_chars)
+        self._eos = special_token_ids(EOS_CHAR, max_chars)
         self._cache: dict[str, np.ndarray] = {}
         self._cache_size = cache_size
 

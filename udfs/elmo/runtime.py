@@ -80,6 +80,7 @@ class ScalarMix:
         w = np.zeros(n_layers, dtype=np.float64) if weights is None else np.asarray(weights, dtype=np.float64)
         if w.shape != (n_layers,):
             raise ValueError(f"scalar mix needs {n_layers} weights, got {len(w)}")
+        self.raw_weights = w  # before the softmax, as trained (a hub module's aggregation/weights)
         self.normed = np.exp(w - w.max()) / np.exp(w - w.max()).sum()
         self.gamma, self.layer_norm = float(gamma), layer_norm
 
@@ -176,8 +177,8 @@ class Elmo:
         counts; an empty sentence pools to zeros).
         """
         sentences = check_sentences(sentences)
-        _check_choice("layer", layer, LAYERS)
-        _check_choice("pooling", pooling, POOLINGS)
+        check_choice("layer", layer, LAYERS)
+        check_choice("pooling", pooling, POOLINGS)
         results: list[np.ndarray | None] = [None] * len(sentences)
         lengths = [len(s) for s in sentences]
         for batch in plan_batches(lengths, self.token_budget, self.max_rows):
@@ -197,7 +198,7 @@ class Elmo:
         self, batches: Sequence[Sequence[Sequence[str]]], layer: str = "all"
     ) -> list[list[np.ndarray]]:
         """The reference's way: batches in order, each row's LSTM state carried to the same row of the next."""
-        _check_choice("layer", layer, LAYERS)
+        check_choice("layer", layer, LAYERS)
         state = None
         out = []
         width = max((len(b) for b in batches), default=0)
@@ -228,16 +229,21 @@ class Elmo:
             chosen = self.scalar_mix(tokens)
         else:
             chosen = tokens[LAYERS.index(layer)]
-        if pooling == "none":
-            return np.ascontiguousarray(chosen, dtype=np.float32)
-        axis = chosen.ndim - 2
-        if chosen.shape[axis] == 0:
-            return np.zeros(chosen.shape[:axis] + chosen.shape[axis + 1 :], dtype=np.float32)
-        pooled = chosen.mean(axis=axis) if pooling == "mean" else chosen.max(axis=axis)
-        return pooled.astype(np.float32)
+        return pool(chosen, pooling)
 
 
-def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+def pool(chosen: np.ndarray, pooling: str) -> np.ndarray:
+    """Pool the token axis (the second to last) by 'mean' or 'max', or keep it ('none'); no tokens -> zeros."""
+    if pooling == "none":
+        return np.ascontiguousarray(chosen, dtype=np.float32)
+    axis = chosen.ndim - 2
+    if chosen.shape[axis] == 0:
+        return np.zeros(chosen.shape[:axis] + chosen.shape[axis + 1 :], dtype=np.float32)
+    pooled = chosen.mean(axis=axis) if pooling == "mean" else chosen.max(axis=axis)
+    return pooled.astype(np.float32)
+
+
+def check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} {value!r} is not one of {', '.join(allowed)}")
 
@@ -353,11 +359,19 @@ def model_files(
 
 
 def model_id_of(options: BilmOptions, weights_path: str | Path) -> str:
+    """A hash of the options, the weights and, when there is one, the trained scalar mix beside them."""
     digest = hashlib.sha256(json.dumps(options.to_json(), sort_keys=True).encode())
-    with open(weights_path, "rb") as fin:
+    hash_file(digest, weights_path)
+    mix = Path(weights_path).parent / "scalar_mix.json"
+    if mix.is_file():
+        hash_file(digest, mix)
+    return "elmo-" + digest.hexdigest()[:16]
+
+
+def hash_file(digest, path: str | Path) -> None:
+    with open(path, "rb") as fin:
         for block in iter(lambda: fin.read(1 << 20), b""):
             digest.update(block)
-    return "elmo-" + digest.hexdigest()[:16]
 
 
 def load_elmo(
@@ -370,13 +384,13 @@ def load_elmo(
     options_path, weights_path = model_files(model, options, weights)
     opts = BilmOptions.load(options_path)
     arrays = read_weight_file(weights_path, opts)
-    mix = _stored_scalar_mix(Path(options_path).parent, opts)
+    mix = stored_scalar_mix(Path(options_path).parent, opts)
     return Elmo(
         opts, arrays, token_budget=token_budget, scalar_mix=mix, model_id=model_id_of(opts, weights_path)
     )
 
 
-def _stored_scalar_mix(folder: Path, opts: BilmOptions) -> ScalarMix | None:
+def stored_scalar_mix(folder: Path, opts: BilmOptions) -> ScalarMix | None:
     """A trained scalar mix saved beside the model (``scalar_mix.json``: weights, gamma), e.g. by the converter."""
     path = folder / "scalar_mix.json"
     if not path.is_file():

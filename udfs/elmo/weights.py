@@ -83,21 +83,22 @@ def write_weight_file(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
             fout.create_dataset(name, data=np.asarray(value, dtype=np.float32))
 
 
-def to_params(arrays: dict[str, np.ndarray], opts: BilmOptions) -> dict[str, np.ndarray]:
-    """Reference datasets -> the runtime's parameters (numpy float32; see ``bilm.py`` for their use)."""
+def to_params(arrays: dict, opts: BilmOptions, xp=np) -> dict:
+    """Reference datasets -> the runtime's parameters (see ``bilm.py`` for their use).
+
+    ``xp`` is the array namespace: numpy (float32 arrays, the default) or ``keras.ops`` (backend tensors; the
+    hub exporter uses it inside a traced function, so the SavedModel keeps the reference layout as variables).
+    """
     d, f = opts.char_embed_dim, opts.n_filters
-    params: dict[str, np.ndarray] = {}
-    embed = np.zeros((arrays["char_embed"].shape[0] + 1, d), dtype=np.float32)
-    embed[1:] = arrays["char_embed"]  # id 0 is the padding token's characters
-    params["char_embed"] = embed
+    params = {"char_embed": xp.pad(arrays["char_embed"], [(1, 0), (0, 0)])}  # id 0: the padding token's chars
     for i, (width, num) in enumerate(opts.filters):
-        params[f"cnn_kernel_{i}"] = arrays[f"CNN/W_cnn_{i}"].reshape(width * d, num)
+        params[f"cnn_kernel_{i}"] = xp.reshape(arrays[f"CNN/W_cnn_{i}"], (width * d, num))
         params[f"cnn_bias_{i}"] = arrays[f"CNN/b_cnn_{i}"]
     for i in range(opts.n_highway):
-        params[f"highway_kernel_{i}"] = np.concatenate(
+        params[f"highway_kernel_{i}"] = xp.concatenate(
             [arrays[f"CNN_high_{i}/W_carry"], arrays[f"CNN_high_{i}/W_transform"]], axis=1
         )
-        params[f"highway_bias_{i}"] = np.concatenate(
+        params[f"highway_bias_{i}"] = xp.concatenate(
             [arrays[f"CNN_high_{i}/b_carry"], arrays[f"CNN_high_{i}/b_transform"]]
         )
     if f != opts.projection_dim:
@@ -108,13 +109,15 @@ def to_params(arrays: dict[str, np.ndarray], opts: BilmOptions) -> dict[str, np.
         inp = opts.projection_dim if layer == 0 else opts.state_dim
         kernels = [arrays[lstm_dataset(dr, layer, "W_0")] for dr in (0, 1)]
         biases = [arrays[lstm_dataset(dr, layer, "B")] for dr in (0, 1)]
-        params[f"lstm_{layer}_input_kernel"] = np.stack([k[:inp] for k in kernels])
-        params[f"lstm_{layer}_state_kernel"] = np.stack([k[inp:] for k in kernels])
-        params[f"lstm_{layer}_bias"] = np.stack(biases)
+        params[f"lstm_{layer}_input_kernel"] = xp.stack([k[:inp] for k in kernels])
+        params[f"lstm_{layer}_state_kernel"] = xp.stack([k[inp:] for k in kernels])
+        params[f"lstm_{layer}_bias"] = xp.stack(biases)
         if opts.state_dim < h:
-            params[f"lstm_{layer}_proj_kernel"] = np.stack(
+            params[f"lstm_{layer}_proj_kernel"] = xp.stack(
                 [arrays[lstm_dataset(dr, layer, "W_P_0")] for dr in (0, 1)]
             )
+    if xp is not np:
+        return params
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in params.items()}
 
 

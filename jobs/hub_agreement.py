@@ -1,0 +1,50 @@
+"""Does a hub module give the same vectors as a native model? The exporter's and the converter's check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from udfs.elmo.options import BilmOptions
+from udfs.elmo.runtime import Elmo, ScalarMix, load_elmo, model_files, stored_scalar_mix
+from udfs.elmo.weights import read_weight_file
+
+# Our own probe text: plain words, punctuation, a long token (clipped at 48 bytes), non-ASCII, one-token lines.
+PROBE_SENTENCES = [
+    "The night train to the coast was late again , so we watched the rain .".split(),
+    "Vectors for every token : word_emb , lstm_outputs1 , lstm_outputs2 and the mix".split(),
+    ["a"],
+    ["Überraschung", "!", "café", "naïve", "—", "東京", "😀"],
+    ["supercalifragilisticexpialidocious" * 2, "tokens", "longer", "than", "fifty", "bytes"],
+]
+TOLERANCE = 1e-5
+
+
+@dataclass
+class NativeModel:
+    options: BilmOptions
+    arrays: dict[str, np.ndarray]
+    scalar_mix: ScalarMix
+    runtime: Elmo
+
+
+def native_model(model_dir: str | Path) -> NativeModel:
+    options_path, weights_path = model_files(model_dir)
+    options = BilmOptions.load(options_path)
+    arrays = read_weight_file(weights_path, options)
+    mix = stored_scalar_mix(Path(options_path).parent, options) or ScalarMix(options.n_layers + 1)
+    return NativeModel(options, arrays, mix, load_elmo(model_dir))
+
+
+def compare(native: NativeModel | Elmo, hub, sentences: list[list[str]] | None = None) -> dict[str, float]:
+    """Largest absolute difference per layer between the two runners on ``sentences`` (default: the probe)."""
+    runtime = native.runtime if isinstance(native, NativeModel) else native
+    sentences = sentences or PROBE_SENTENCES
+    diffs = {}
+    for layer in ("word_emb", "lstm_outputs1", "lstm_outputs2", "elmo"):
+        ours = runtime.embed(sentences, layer=layer)
+        theirs = hub.embed(sentences, layer=layer)
+        diffs[layer] = max(float(np.abs(a - b).max()) for a, b in zip(ours, theirs, strict=True))
+    return diffs
