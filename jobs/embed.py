@@ -3,6 +3,10 @@
     ./spark-submit.sh jobs/embed.py --input CLEAN_TABLE --output EMBEDDINGS_TABLE --model MODEL [--layer L]
                                     [--pooling P]
 
+MODEL is any model spec (udfs/elmo/model_source.py): a native folder, an unpacked TF Hub module, a file:// URL,
+a TF Hub handle (fetched on the driver into $TFHUB_CACHE_DIR), or an hdfs:// / s3a:// / dbfs: path (copied on
+the driver); executors get the folder. Hub modules run on TensorFlow (embed.hub_signature picks their signature).
+
 The table's contract (also stored as table and column comments): ``id``; ``embedding`` array<float> (pooled;
 null for documents with no tokens, and when pooling is 'none'); ``token_embeddings`` array<array<float>> (one
 vector per token, only when pooling is 'none'); ``dim`` (length of each vector); ``layer``; ``pooling``;

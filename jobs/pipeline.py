@@ -1,6 +1,6 @@
 """The whole pipeline in one command: ingest -> clean -> embed -> train -> predict, plus a report.
 
-    ./spark-submit.sh jobs/pipeline.py [--train LABELLED.csv] [--score UNLABELLED.csv] [--out DIR] [--model MODEL_DIR]
+    ./spark-submit.sh jobs/pipeline.py [--train LABELLED.csv] [--score UNLABELLED.csv] [--out DIR] [--model MODEL_SPEC]
                                        [--classifier spark|sklearn]
 
 With no arguments it runs on the built-in sample with the project's default ELMo model. It writes
@@ -212,7 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", default="out/sample", help="output folder (default: %(default)s)")
     parser.add_argument(
-        "--model", default=None, help="ELMo model folder (default: the project's default model)"
+        "--model",
+        default=None,
+        help="ELMo model spec: native folder, TF Hub module folder, file:// URL, TF Hub handle, hdfs:// / dbfs: "
+        "path (default: the project's default model)",
     )
     parser.add_argument(
         "--classifier",

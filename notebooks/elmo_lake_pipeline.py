@@ -14,7 +14,7 @@
 dbutils.widgets.text("train", "dbfs:/FileStore/tweets/train.csv")  # noqa: F821 (dbutils exists on Databricks)
 dbutils.widgets.text("score", "dbfs:/FileStore/tweets/unlabeled.csv")  # noqa: F821
 dbutils.widgets.text("out", "dbfs:/elmo-lake/tweets")  # noqa: F821
-dbutils.widgets.text("model", "")  # noqa: F821  (empty: the project's default model)
+dbutils.widgets.text("model", "")  # noqa: F821  (empty: the default model; or dbfs:/..., a TF Hub handle, ...)
 train_path, score_path, out = (dbutils.widgets.get(k) for k in ("train", "score", "out"))  # noqa: F821
 model = dbutils.widgets.get("model") or None  # noqa: F821
 
