@@ -7,7 +7,10 @@ import pytest
 
 from tests.elmo_fixture import fixture_dir, reference_sentences
 
-SENTENCES = [s.split() for group in reference_sentences() for s in group]
+
+def sentences() -> list[list[str]]:
+    """The reference fixture's 30 sentences, tokenised on spaces (skips when ../shared is absent)."""
+    return [s.split() for group in reference_sentences() for s in group]
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +30,14 @@ def embed_with(elmo, sentences, budget, max_rows=None, **kwargs):
 
 
 def test_vectors_do_not_depend_on_batching_order_neighbours_or_padding(elmo):
-    alone = [elmo.embed([s])[0] for s in SENTENCES[:8]]
-    together = embed_with(elmo, SENTENCES, 100_000)
-    tiny_batches = embed_with(elmo, SENTENCES, 60)
-    rows_of_two = embed_with(elmo, SENTENCES, 100_000, max_rows=2)
-    order = np.random.default_rng(3).permutation(len(SENTENCES))
-    shuffled = elmo.embed([SENTENCES[i] for i in order])
-    with_short_neighbours = elmo.embed([["a"], SENTENCES[0], ["b", "c"]] * 3)
-    for i in range(len(SENTENCES)):
+    alone = [elmo.embed([s])[0] for s in sentences()[:8]]
+    together = embed_with(elmo, sentences(), 100_000)
+    tiny_batches = embed_with(elmo, sentences(), 60)
+    rows_of_two = embed_with(elmo, sentences(), 100_000, max_rows=2)
+    order = np.random.default_rng(3).permutation(len(sentences()))
+    shuffled = elmo.embed([sentences()[i] for i in order])
+    with_short_neighbours = elmo.embed([["a"], sentences()[0], ["b", "c"]] * 3)
+    for i in range(len(sentences())):
         reference = together[i]
         for other in (tiny_batches[i], rows_of_two[i], shuffled[list(order).index(i)]):
             np.testing.assert_allclose(other, reference, atol=1e-6, rtol=0)
@@ -48,7 +51,7 @@ def test_awkward_inputs(elmo):
     assert elmo.embed([]) == []
     single = elmo.embed([["word"]])[0]
     assert single.shape == (3, 1, 32)
-    long_sentence = (SENTENCES[0] * 20)[:400]
+    long_sentence = (sentences()[0] * 20)[:400]
     assert elmo.embed([long_sentence])[0].shape == (3, 400, 32)
     long_token = "x" * 200
     clipped = elmo.embed([[long_token], ["x" * 48]])
@@ -74,7 +77,7 @@ def test_non_list_or_non_string_input_is_a_type_error(elmo, bad, message):
 
 
 def test_layers_and_pooling(elmo):
-    sentence = SENTENCES[2]
+    sentence = sentences()[2]
     full = elmo.embed([sentence])[0]  # (3, n, 32)
     for index, name in enumerate(["word_emb", "lstm_outputs1", "lstm_outputs2"]):
         np.testing.assert_array_equal(elmo.embed([sentence], layer=name)[0], full[index])
