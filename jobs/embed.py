@@ -239,6 +239,7 @@ def run(
         shipped=shipped,
         model_kind=model.kind,
         signature=model.signature,
+        model_id=model.model_id,
         layer=layer,
         pooling=pooling,
         token_budget=cfg.embed.token_budget,

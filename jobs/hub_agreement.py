@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 
-from udfs.elmo.options import BilmOptions
-from udfs.elmo.runtime import Elmo, ScalarMix, load_elmo, model_files, stored_scalar_mix
-from udfs.elmo.weights import read_weight_file
+from udfs.elmo.runtime import Elmo
 
 # Our own probe text: plain words, punctuation, a long token (clipped at 48 bytes), non-ASCII, one-token lines.
 PROBE_SENTENCES = [
@@ -22,25 +17,8 @@ PROBE_SENTENCES = [
 TOLERANCE = 1e-5
 
 
-@dataclass
-class NativeModel:
-    options: BilmOptions
-    arrays: dict[str, np.ndarray]
-    scalar_mix: ScalarMix
-    runtime: Elmo
-
-
-def native_model(model_dir: str | Path) -> NativeModel:
-    options_path, weights_path = model_files(model_dir)
-    options = BilmOptions.load(options_path)
-    arrays = read_weight_file(weights_path, options)
-    mix = stored_scalar_mix(Path(options_path).parent, options) or ScalarMix(options.n_layers + 1)
-    return NativeModel(options, arrays, mix, load_elmo(model_dir))
-
-
-def compare(native: NativeModel | Elmo, hub, sentences: list[list[str]] | None = None) -> dict[str, float]:
+def compare(runtime: Elmo, hub, sentences: list[list[str]] | None = None) -> dict[str, float]:
     """Largest absolute difference per layer between the two runners on ``sentences`` (default: the probe)."""
-    runtime = native.runtime if isinstance(native, NativeModel) else native
     sentences = sentences or PROBE_SENTENCES
     diffs = {}
     for layer in ("word_emb", "lstm_outputs1", "lstm_outputs2", "elmo"):

@@ -135,30 +135,30 @@ def export(model_dir: str | Path, output: str | Path, overwrite: bool = False) -
     """Write ``model_dir`` (native) as a hub module at ``output``; returns the check's max differences."""
     import tensorflow as tf
 
-    from jobs.hub_agreement import compare, native_model
+    from jobs.hub_agreement import compare
     from udfs.elmo.hub_runner import HubElmo
+    from udfs.elmo.runtime import Elmo, read_model
 
     output = Path(output)
     if output.exists() and not overwrite:
         raise InputError(f"--output {output} already exists; pass --overwrite to replace it")
-    native = native_model(model_dir)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent if output.parent.exists() else None)
-    )
+    stored = read_model(model_dir)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
         options_file = staging / OPTIONS_ASSET
-        options_file.write_text(json.dumps(native.options.to_json(), indent=2), encoding="utf-8")
-        module = build_module(native.options, native.arrays, native.scalar_mix, options_file)
+        options_file.write_text(json.dumps(stored.options.to_json(), indent=2), encoding="utf-8")
+        module = build_module(stored.options, stored.arrays, stored.scalar_mix, options_file)
         module_dir = staging / "module"
         tf.saved_model.save(
             module,
             str(module_dir),
             signatures={"tokens": module.tokens, "default": module.strings},
         )
+        native = Elmo(stored.options, stored.arrays, scalar_mix=stored.scalar_mix, model_id=stored.model_id)
         diffs = compare(native, HubElmo(module_dir))
         if output.exists():
             shutil.rmtree(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
         module_dir.rename(output)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -29,6 +29,7 @@ class EmbedSpec:
     threads: int  # 0 = spark.task.cpus
     model_kind: str = "native"  # or "hub": a TF Hub module, run by the hub runner (TensorFlow)
     signature: str = "tokens"  # the hub module's signature
+    model_id: str = ""  # as the driver computed it ("" = compute on the worker)
 
     @property
     def token_level(self) -> bool:
@@ -82,7 +83,8 @@ def get_model(spec: EmbedSpec, gpu: str | None):
 
     path = SparkFiles.get(spec.model_dir) if spec.shipped else spec.model_dir
     with _device_scope(spec.backend, gpu):
-        model = load_model(ModelSource(path, spec.model_kind, path), spec.token_budget, spec.signature)
+        source = ModelSource(path, spec.model_kind, path)
+        model = load_model(source, spec.token_budget, spec.signature, model_id=spec.model_id or None)
     where = f"GPU {gpu}" if gpu is not None else "CPU (no GPU assigned to this task)"
     if where not in _ANNOUNCED:
         _ANNOUNCED.add(where)

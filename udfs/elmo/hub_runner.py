@@ -13,22 +13,12 @@ the rest of its batch is up to the module (ours do; Google's are reported not to
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from udfs.elmo.options import ModelFormatError
-from udfs.elmo.runtime import (
-    DEFAULT_TOKEN_BUDGET,
-    LAYERS,
-    POOLINGS,
-    check_choice,
-    check_sentences,
-    hash_file,
-    plan_batches,
-    pool,
-)
+from udfs.elmo.runtime import DEFAULT_TOKEN_BUDGET, BatchedEmbedder, check_choice, hash_file
 
 SIGNATURES = ("tokens", "default")
 OUTPUTS = ("word_emb", "lstm_outputs1", "lstm_outputs2", "elmo")
@@ -45,7 +35,7 @@ def hub_model_id(folder: str | Path, signature: str = "tokens") -> str:
     return "hub-" + digest.hexdigest()[:16] + suffix
 
 
-class HubElmo:
+class HubElmo(BatchedEmbedder):
     """A hub module behind the runtime's interface (``embed``, ``dim``, ``model_id``, ``backend``, ``device``)."""
 
     def __init__(
@@ -124,36 +114,12 @@ class HubElmo:
             out = self._fn(**{self._inputs[0]: tf.constant([" ".join(s) for s in sentences], tf.string)})
         return {k: v.numpy() for k, v in out.items() if k in (*OUTPUTS, *self._lstm, "sequence_len")}
 
-    def embed(
-        self, sentences: Sequence[Sequence[str]], layer: str = "all", pooling: str = "none"
-    ) -> list[np.ndarray]:
-        """Vectors per sentence, shaped as ``Elmo.embed`` returns them."""
-        sentences = check_sentences(sentences)
-        check_choice("layer", layer, LAYERS)
-        check_choice("pooling", pooling, POOLINGS)
-        results: list[np.ndarray | None] = [None] * len(sentences)
-        lengths = [len(s) for s in sentences]
-        for batch in plan_batches(lengths, self.token_budget, self.max_rows):
-            if lengths[batch[0]] == 0:
-                for i in batch:
-                    results[i] = self._select(
-                        np.zeros((self.n_layers + 1, 0, self.dim), np.float32), None, layer, pooling
-                    )
-                continue
-            out = self._run([sentences[i] for i in batch])
-            counts = out.get("sequence_len", np.array([lengths[i] for i in batch]))
-            for row, i in enumerate(batch):
-                n = int(counts[row])
-                word = out["word_emb"][row, :n]
-                tokens = np.stack(
-                    [np.concatenate([word, word], axis=-1)] + [out[k][row, :n] for k in self._lstm]
-                )
-                results[i] = self._select(tokens, out["elmo"][row, :n], layer, pooling)
-        return results  # type: ignore[return-value]
-
-    def _select(self, tokens: np.ndarray, elmo: np.ndarray | None, layer: str, pooling: str) -> np.ndarray:
-        if layer == "all":
-            return pool(tokens, pooling)
-        if layer == "elmo":
-            return pool(elmo if elmo is not None else tokens[0], pooling)
-        return pool(tokens[LAYERS.index(layer)], pooling)
+    def _run_rows(self, sentences: list[list[str]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = self._run(sentences)
+        counts = out.get("sequence_len", np.array([len(s) for s in sentences]))
+        rows = []
+        for row, n in enumerate(int(c) for c in counts):
+            word = out["word_emb"][row, :n]
+            tokens = np.stack([np.concatenate([word, word], axis=-1)] + [out[k][row, :n] for k in self._lstm])
+            rows.append((tokens, out["elmo"][row, :n]))
+        return rows

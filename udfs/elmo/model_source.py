@@ -112,15 +112,24 @@ def _fetch(spec: str, fetch: Callable[[str], str] | None) -> str:
 
 
 def load_model(
-    source: ModelSource, token_budget: int, signature: str = "tokens", max_rows: int | None = None
+    source: ModelSource,
+    token_budget: int,
+    signature: str = "tokens",
+    max_rows: int | None = None,
+    model_id: str | None = None,
 ):
-    """The runner for a resolved source: the native runtime, or the hub runner (TensorFlow only)."""
+    """The runner for a resolved source: the native runtime, or the hub runner (TensorFlow only).
+
+    ``model_id``: the id the driver already computed, so the model's files are not hashed again.
+    """
     if source.kind == "hub":
         from udfs.elmo.hub_runner import HubElmo
 
-        return HubElmo(source.path, signature=signature, token_budget=token_budget, max_rows=max_rows)
+        return HubElmo(
+            source.path, signature=signature, token_budget=token_budget, model_id=model_id, max_rows=max_rows
+        )
     from udfs.elmo.runtime import load_elmo
 
-    model = load_elmo(source.path, token_budget=token_budget)
+    model = load_elmo(source.path, token_budget=token_budget, model_id=model_id)
     model.max_rows = max_rows
     return model

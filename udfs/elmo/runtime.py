@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,64 @@ class ScalarMix:
         return (self.gamma * mixed).astype(np.float32)
 
 
-class Elmo:
+class BatchedEmbedder:
+    """What every runner shares: argument checks, length-sorted batches cut by a token budget, layer and pooling.
+
+    A runner sets ``token_budget``, ``max_rows``, ``n_layers`` and ``dim``, and provides ``_run_rows`` (one batch
+    of non-empty sentences -> per sentence its layers (n_layers + 1, n_tokens, dim) and its ``elmo`` vectors, or
+    None to have ``_mix`` compute them when asked for).
+    """
+
+    token_budget: int
+    max_rows: int | None
+    n_layers: int
+    dim: int
+
+    def embed(
+        self, sentences: Sequence[Sequence[str]], layer: str = "all", pooling: str = "none"
+    ) -> list[np.ndarray]:
+        """Vectors for each sentence, the same whatever else is in the call.
+
+        Returns, per sentence: ``layer='all'`` -> (n_layers + 1, n_tokens, dim); any other layer ->
+        (n_tokens, dim); with ``pooling`` 'mean' or 'max' the token axis is pooled (masked: padding never
+        counts; an empty sentence pools to zeros).
+        """
+        sentences = check_sentences(sentences)
+        check_choice("layer", layer, LAYERS)
+        check_choice("pooling", pooling, POOLINGS)
+        results: list[np.ndarray | None] = [None] * len(sentences)
+        lengths = [len(s) for s in sentences]
+        for batch in plan_batches(lengths, self.token_budget, self.max_rows):
+            if lengths[batch[0]] == 0:  # only empty sentences left: nothing to run
+                empty = np.zeros((self.n_layers + 1, 0, self.dim), np.float32)
+                for i in batch:
+                    results[i] = self._select(empty, layer, pooling, empty[0])
+                continue
+            rows = self._run_rows([sentences[i] for i in batch])
+            for i, (tokens, elmo) in zip(batch, rows, strict=True):
+                results[i] = self._select(tokens, layer, pooling, elmo)
+        return results  # type: ignore[return-value]
+
+    def _run_rows(self, sentences: list[list[str]]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        raise NotImplementedError
+
+    def _mix(self, tokens: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _select(
+        self, tokens: np.ndarray, layer: str, pooling: str, elmo: np.ndarray | None = None
+    ) -> np.ndarray:
+        """(n_layers + 1, n_tokens, dim) -> the requested layer, pooled or not."""
+        if layer == "all":
+            chosen = tokens
+        elif layer == "elmo":
+            chosen = elmo if elmo is not None else self._mix(tokens)
+        else:
+            chosen = tokens[LAYERS.index(layer)]
+        return pool(chosen, pooling)
+
+
+class Elmo(BatchedEmbedder):
     """A loaded biLM and its compiled forward pass on the current Keras backend.
 
     Parameters
@@ -139,6 +197,10 @@ class Elmo:
         return self.options.output_dim
 
     @property
+    def n_layers(self) -> int:
+        return self.options.n_layers
+
+    @property
     def device(self) -> str:
         return _device_of(self.backend)
 
@@ -166,33 +228,9 @@ class Elmo:
         layers, c, m = forward(ids, lengths, c0, m0)
         return np.swapaxes(layers, 1, 2), lengths, (c, m)
 
-    # -- what users call ---------------------------------------------------------------------------------------
-    def embed(
-        self, sentences: Sequence[Sequence[str]], layer: str = "all", pooling: str = "none"
-    ) -> list[np.ndarray]:
-        """Vectors for each sentence, the same whatever else is in the call.
-
-        Returns, per sentence: ``layer='all'`` -> (n_layers + 1, n_tokens, dim); any other layer ->
-        (n_tokens, dim); with ``pooling`` 'mean' or 'max' the token axis is pooled (masked: padding never
-        counts; an empty sentence pools to zeros).
-        """
-        sentences = check_sentences(sentences)
-        check_choice("layer", layer, LAYERS)
-        check_choice("pooling", pooling, POOLINGS)
-        results: list[np.ndarray | None] = [None] * len(sentences)
-        lengths = [len(s) for s in sentences]
-        for batch in plan_batches(lengths, self.token_budget, self.max_rows):
-            if lengths[batch[0]] == 0:  # only empty sentences left: nothing to run
-                for i in batch:
-                    results[i] = self._select(
-                        np.zeros((self.options.n_layers + 1, 0, self.dim), np.float32), layer, pooling
-                    )
-                continue
-            layers, _, _ = self.run_batch([sentences[i] for i in batch], final_state=False)
-            for row, i in enumerate(batch):
-                tokens = layers[:, row, 1 : 1 + lengths[i], :]
-                results[i] = self._select(tokens, layer, pooling)
-        return results  # type: ignore[return-value]
+    def _run_rows(self, sentences: list[list[str]]) -> list[tuple[np.ndarray, None]]:
+        layers, _, _ = self.run_batch(sentences, final_state=False)
+        return [(layers[:, row, 1 : 1 + len(s), :], None) for row, s in enumerate(sentences)]
 
     def embed_stateful(
         self, batches: Sequence[Sequence[Sequence[str]]], layer: str = "all"
@@ -221,15 +259,8 @@ class Elmo:
             )
         return out
 
-    def _select(self, tokens: np.ndarray, layer: str, pooling: str) -> np.ndarray:
-        """(n_layers + 1, n_tokens, dim) -> the requested layer, pooled or not."""
-        if layer == "all":
-            chosen = tokens
-        elif layer == "elmo":
-            chosen = self.scalar_mix(tokens)
-        else:
-            chosen = tokens[LAYERS.index(layer)]
-        return pool(chosen, pooling)
+    def _mix(self, tokens: np.ndarray) -> np.ndarray:
+        return self.scalar_mix(tokens)
 
 
 def pool(chosen: np.ndarray, pooling: str) -> np.ndarray:
@@ -374,19 +405,45 @@ def hash_file(digest, path: str | Path) -> None:
             digest.update(block)
 
 
+@dataclass
+class StoredModel:
+    """A native model as read from disk, before the runtime compiles it."""
+
+    options: BilmOptions
+    arrays: dict[str, np.ndarray]
+    scalar_mix: ScalarMix
+    model_id: str
+
+
+def read_model(
+    model: str | Path,
+    options: str | Path | None = None,
+    weights: str | Path | None = None,
+    model_id: str | None = None,
+) -> StoredModel:
+    """Options, checked weights and scalar mix of a native model; ``model_id`` skips hashing the weights."""
+    options_path, weights_path = model_files(model, options, weights)
+    opts = BilmOptions.load(options_path)
+    arrays = read_weight_file(weights_path, opts)
+    mix = stored_scalar_mix(Path(options_path).parent, opts) or ScalarMix(opts.n_layers + 1)
+    return StoredModel(opts, arrays, mix, model_id or model_id_of(opts, weights_path))
+
+
 def load_elmo(
     model: str | Path,
     options: str | Path | None = None,
     weights: str | Path | None = None,
     token_budget: int = DEFAULT_TOKEN_BUDGET,
+    model_id: str | None = None,
 ) -> Elmo:
     """Load a native model: a directory with ``options.json`` and one ``.hdf5`` (or the two files given)."""
-    options_path, weights_path = model_files(model, options, weights)
-    opts = BilmOptions.load(options_path)
-    arrays = read_weight_file(weights_path, opts)
-    mix = stored_scalar_mix(Path(options_path).parent, opts)
+    stored = read_model(model, options, weights, model_id)
     return Elmo(
-        opts, arrays, token_budget=token_budget, scalar_mix=mix, model_id=model_id_of(opts, weights_path)
+        stored.options,
+        stored.arrays,
+        token_budget=token_budget,
+        scalar_mix=stored.scalar_mix,
+        model_id=stored.model_id,
     )
 
 
