@@ -23,7 +23,7 @@ from jobs.errors import ConfigError
 from jobs.hub_convert import convert
 from jobs.hub_export import export
 from jobs.hub_layout import ModuleVariables, check_variables, dataset_name, hub_name
-from tests.elmo_fixture import fixture_dir, reference_sentences
+from tests.elmo_fixture import BATCH_INVARIANCE_TOL, fixture_dir, reference_sentences
 from udfs.elmo.model_source import kind_of, resolve
 from udfs.elmo.options import BilmOptions, ModelFormatError
 
@@ -126,6 +126,7 @@ def test_converting_the_export_back_gives_identical_weights_and_options(module_d
     original, back = datasets(fixture_dir() / "lm_weights.hdf5"), datasets(tmp_path / "back" / "weights.hdf5")
     assert sorted(original) == sorted(back)
     for name, value in original.items():
+        # copied, not computed: the converter moves the module's variables into the hdf5 file bit for bit
         assert back[name].dtype == np.float32 and np.array_equal(back[name], value), name
     assert BilmOptions.load(tmp_path / "back" / "options.json") == BilmOptions.load(
         fixture_dir() / "options.json"
@@ -133,7 +134,7 @@ def test_converting_the_export_back_gives_identical_weights_and_options(module_d
     assert not (tmp_path / "back" / "scalar_mix.json").exists()  # the default mix needs none
     batch = sentences()
     for a, b in zip(native.embed(batch), load_elmo(tmp_path / "back").embed(batch), strict=True):
-        assert np.array_equal(a, b)
+        np.testing.assert_allclose(b, a, atol=BATCH_INVARIANCE_TOL, rtol=0)  # same weights, separate runs
 
 
 def test_a_trained_scalar_mix_survives_export_and_conversion(tmp_path):
