@@ -12,6 +12,8 @@ shipped to the driver and every executor with --py-files, so executors never dep
   SPARK-SUBMIT OPTIONS  anything spark-submit takes, passed through unchanged and winning over the job's config:
                         --master spark://HOST:7077, --deploy-mode, --conf spark.x=y, --archives env.tar.gz#env,
                         --executor-memory 8g, --files conf/discover_gpus.sh, ...
+                        --remote sc://HOST:PORT runs the job against a Spark Connect server instead (also
+                        $SPARK_REMOTE, or spark.remote in the config); then only --conf spark.sql.* applies
   jobs/JOB.py           the job: jobs/ingest.py (more in jobs/); each has --help
   JOB OPTIONS           the job's own options, and on every job:
                         --conf NAME|FILE   configuration: local (default), cluster, databricks, gpu, or a TOML file
@@ -29,6 +31,7 @@ Examples:
   ./spark-submit.sh jobs/ingest.py --input data/train.csv --table lake/documents
   ./spark-submit.sh --master spark://127.0.0.1:7077 jobs/ingest.py --conf cluster --input hdfs:///raw/tweets.csv \
       --table hdfs:///lake/documents
+  ./spark-submit.sh --remote sc://127.0.0.1:15002 jobs/pipeline.py
 USAGE
 }
 
@@ -79,35 +82,46 @@ export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PY}"
 export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$PY}"
 export ELMO_LAKE_HOME="$HERE"
 
-# Pack the code: one zip per content, so concurrent launches never overwrite each other's.
+# Pack the code: one zip per content, so concurrent launches never overwrite each other's (jobs/code_package.py).
 build="$HERE/build"
-mkdir -p "$build"
-zip_path="$("$PY" - "$HERE" "$build" <<'PY'
-import hashlib, io, os, sys, zipfile
-root, build = sys.argv[1], sys.argv[2]
-files = []
-for pkg in ("jobs", "udfs", "conf"):
-    for dirpath, dirnames, names in os.walk(os.path.join(root, pkg)):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-        files += [os.path.join(dirpath, n) for n in sorted(names) if n.endswith((".py", ".toml", ".sh", ".json"))]
-digest = hashlib.sha256()
-for f in files:
-    digest.update(os.path.relpath(f, root).encode()); digest.update(open(f, "rb").read())
-target = os.path.join(build, f"elmo_lake-{digest.hexdigest()[:12]}.zip")
-if not os.path.exists(target):
-    tmp = f"{target}.{os.getpid()}.tmp"
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-        for f in files:
-            z.write(f, os.path.relpath(f, root))
-    os.replace(tmp, target)
-print(target)
-PY
-)"
+zip_path="$(PYTHONPATH="$HERE" "$PY" -m jobs.code_package "$build")" || exit 1
 # The entry script lives outside jobs/ so the job's folder never shadows other modules on sys.path.
 entry="$build/run_job.py"
 if [[ ! -f "$entry" ]]; then
   printf 'import runpy, sys\nmodule = sys.argv.pop(1)\nrunpy.run_module(module, run_name="__main__", alter_sys=True)\n' > "$entry.$$"
   mv "$entry.$$" "$entry"
+fi
+
+# Spark Connect: --remote sc://HOST:PORT (or $SPARK_REMOTE, or spark.remote in the job's config). The server runs
+# the Spark work; the job runs here as plain Python and sends the code zip to the server as an artifact.
+remote="${SPARK_REMOTE:-}"
+classic_opts=()
+for ((i = 0; i < ${#submit_opts[@]}; i++)); do
+  case "${submit_opts[$i]}" in
+    --remote) remote="${submit_opts[$((i + 1))]:-}"; i=$((i + 1)) ;;
+    --remote=*) remote="${submit_opts[$i]#--remote=}" ;;
+    *) classic_opts+=("${submit_opts[$i]}") ;;
+  esac
+done
+submit_opts=("${classic_opts[@]+"${classic_opts[@]}"}")
+if [[ -z "$remote" ]]; then
+  remote="$(cd "$HERE" && PYTHONPATH="$HERE" "$PY" -m jobs.launch_args --remote-only "${job_args[@]}")" || exit 1
+fi
+if [[ -n "$remote" ]]; then
+  connect_args=()
+  for ((i = 0; i < ${#submit_opts[@]}; i++)); do
+    case "${submit_opts[$i]}" in
+      --conf) connect_args+=(--set "spark.conf.${submit_opts[$((i + 1))]:-}"); i=$((i + 1)) ;;
+      --conf=*) connect_args+=(--set "spark.conf.${submit_opts[$i]#--conf=}") ;;
+      *)
+        echo "spark-submit.sh: error: ${submit_opts[$i]} is a spark-submit option, but with --remote the Spark" \
+          "Connect server runs the job: set it on the server (only --conf spark.sql.* settings pass through)" >&2
+        exit 2 ;;
+    esac
+  done
+  export SPARK_REMOTE="$remote" ELMO_LAKE_CODE_ZIP="$zip_path"
+  PYTHONPATH="$zip_path${PYTHONPATH:+:$PYTHONPATH}" exec "$PY" "$entry" "$module" "${job_args[@]}" \
+    "${connect_args[@]+"${connect_args[@]}"}"
 fi
 
 # The job's config, as spark-submit options (before the user's, which win).

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
 from jobs.errors import ElmoLakeError, InputError
+from jobs.paths import local_path
 
 
 def arrow_vector(table, name: str, dtype=None) -> np.ndarray:
@@ -58,7 +59,7 @@ class Classifier:
         return "clf-" + hashlib.sha256(content.encode()).hexdigest()[:16]
 
     def save(self, folder: str | Path) -> None:
-        folder = Path(folder)
+        folder = Path(local_path(str(folder)))
         folder.mkdir(parents=True, exist_ok=True)
         data = {"classifier_id": self.classifier_id, **asdict(self)}
         tmp = folder / "classifier.json.tmp"
@@ -67,7 +68,7 @@ class Classifier:
 
     @classmethod
     def load(cls, folder: str | Path) -> Classifier:
-        path = Path(folder) / "classifier.json"
+        path = Path(local_path(str(folder))) / "classifier.json"
         if not path.is_file():
             raise InputError(f"no classifier at {folder} (expected {path}); train one with jobs/train.py")
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -20,9 +20,9 @@ from pyspark.sql.functions import pandas_udf
 
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import read_delta, table_exists, table_version, write_delta
+from jobs.delta_tables import read_delta, retry_once_on_conflict, snapshot_version, write_delta
 from jobs.errors import InputError, SetupError
-from jobs.session import get_spark
+from jobs.session import default_parallelism, get_spark, release, reuse, ship_code
 from udfs.clean import CleanSettings, SpacyModelMissing, make_clean_function, resolve_spacy_model
 
 CLEAN_DESCRIPTION = (
@@ -111,26 +111,45 @@ def run(spark: SparkSession, cfg: Config, input_table: str, output_table: str) -
                 f"{input_table} has no column {column!r} (columns: {docs.columns}); is it a documents table?"
             )
     docs = docs.select("id", "text")
+    return retry_once_on_conflict(
+        "clean",
+        output_table,
+        lambda: _clean_missing(spark, cfg, docs, output_table, settings, model, fingerprint),
+    )
+
+
+def _clean_missing(
+    spark: SparkSession,
+    cfg: Config,
+    docs: DataFrame,
+    output_table: str,
+    settings: CleanSettings,
+    model: str,
+    fingerprint: str,
+) -> CleanSummary:
+    """Clean the ids the output lacks at its current version (all of them if the settings changed)."""
+    engine = cfg.delta.engine
     mode = "append"
-    if table_exists(spark, output_table, engine):
-        existing = read_delta(spark, output_table, engine)
+    version = snapshot_version(spark, output_table, engine)
+    if version is not None:
+        existing = read_delta(spark, output_table, engine, version=version)
         fingerprints = {r[0] for r in existing.select("clean_fingerprint").distinct().collect()}
         if fingerprints <= {fingerprint}:
             docs = docs.join(existing.select("id"), "id", "left_anti")
         else:
             log("clean", "cleaning settings changed since the table was written: re-cleaning every document")
             mode = "overwrite"
-    partitions = cfg.clean.partitions or spark.sparkContext.defaultParallelism
-    docs = docs.repartition(partitions).cache()
+    partitions = cfg.clean.partitions or default_parallelism(spark)
+    docs = reuse(docs.repartition(partitions))  # counted, then cleaned: a table read, cheap to recompute
     todo = docs.count()
-    if todo == 0 and mode == "append" and table_exists(spark, output_table, engine):
-        docs.unpersist()
+    if todo == 0 and mode == "append" and version is not None:
+        release(docs)
         log("clean", f"nothing to clean: every document is in {output_table} already")
-        return CleanSummary(output_table, 0, 0, fingerprint, mode, table_version(output_table))
+        return CleanSummary(output_table, 0, 0, fingerprint, mode, version)
     log("clean", f"cleaning {todo} documents with spaCy {model} ({partitions} partitions)")
-    cleaned = clean_documents(docs, settings, model, fingerprint).cache()
+    ship_code(spark)
+    cleaned = clean_documents(docs, settings, model, fingerprint)
     try:
-        empty = cleaned.where("empty").count()
         result = write_delta(
             cleaned,
             output_table,
@@ -139,11 +158,23 @@ def run(spark: SparkSession, cfg: Config, input_table: str, output_table: str) -
             description=CLEAN_DESCRIPTION,
             comments=CLEAN_COMMENTS,
             target_file_rows=cfg.delta.target_file_rows,
+            read_version=version,
+            key_columns=["id"],
+            staging_max_age_hours=cfg.delta.staging_max_age_hours,
         )
     finally:
-        cleaned.unpersist()
-        docs.unpersist()
+        release(docs)
+    # spaCy runs once: the new empty rows are counted in the table (one boolean column), not by cleaning twice
+    empty = count_empty(spark, output_table, engine, result.version)
+    if mode == "append":
+        empty -= count_empty(spark, output_table, engine, version)
     return CleanSummary(output_table, result.num_records, empty, fingerprint, mode, result.version)
+
+
+def count_empty(spark: SparkSession, table: str, engine: str, version: int | None) -> int:
+    if version is None:
+        return 0
+    return read_delta(spark, table, engine, version=version).where(F.col("empty")).count()
 
 
 def build_parser() -> argparse.ArgumentParser:

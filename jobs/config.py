@@ -35,6 +35,18 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "master": Setting(
             None, str, "Spark master URL; unset means whatever spark-submit was given", optional=True
         ),
+        "remote": Setting(
+            None,
+            str,
+            "Spark Connect server (sc://HOST:PORT); $SPARK_REMOTE wins; unset means classic Spark",
+            optional=True,
+        ),
+        "cache_reused": Setting(
+            True,
+            bool,
+            "classic Spark: cache DataFrames a stage reads twice; Spark Connect never caches (serverless "
+            "refuses it) and recomputes them",
+        ),
         "app_name": Setting("elmo-lake", str, "application name shown in the Spark UI"),
         "log_level": Setting("WARN", str, "Spark log level", ("ERROR", "WARN", "INFO", "DEBUG")),
         "conf": Setting({}, dict, "Spark properties (spark.*); spark-submit --conf wins over these"),
@@ -50,6 +62,12 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "target_file_rows": Setting(
             1_000_000, int, "delta-rs engine: rows per Parquet file written by a task"
         ),
+        "staging_max_age_hours": Setting(
+            6.0,
+            float,
+            "delta-rs engine: a write's staging folder untouched this long belongs to a write that died before its "
+            "commit; the next write (and jobs/maintain.py) removes it and the files it left",
+        ),
     },
     "ingest": {
         "format": Setting(
@@ -61,7 +79,12 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         ),
         "label_column": Setting("label", str, "input column holding the 0/1 label, if the input has labels"),
         "csv_delimiter": Setting(",", str, "CSV field delimiter"),
-        "csv_encoding": Setting("UTF-8", str, "CSV character encoding"),
+        "encoding": Setting(
+            "utf-8",
+            str,
+            "character encoding of CSV and JSON inputs (utf-8, latin-1, us-ascii, utf-16, utf-16be, utf-16le, "
+            "utf-32); with utf-8, rows with bytes that do not decode are rejected",
+        ),
     },
     "clean": {
         "remove_urls": Setting(True, bool, "remove http(s):// and www. links"),

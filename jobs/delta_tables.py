@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import quote, unquote
 
 import pyarrow as pa
@@ -32,13 +34,19 @@ from jobs.errors import (
     TableNotFoundError,
     UnsupportedTableError,
 )
+from jobs.paths import spark_path
 
 Engine = Literal["delta-rs", "spark"]
+Result = TypeVar("Result")
 WriteMode = Literal["append", "overwrite", "error", "ignore"]
 
 # Reader features the delta-rs read path honours; a table needing any other one is refused.
 SUPPORTED_READER_FEATURES = {"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"}
 STAGING_DIR = "_elmo_lake_staging"  # '_' folders are invisible to Delta and Spark readers
+MANIFEST_SUFFIX = (
+    ".moved"  # _elmo_lake_staging/<write id>.moved: the table files a write moves before its commit
+)
+DEFAULT_STAGING_MAX_AGE_HOURS = 6.0  # a staging folder untouched this long belongs to a write that died
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 # Characters Hive (and so Spark and delta-rs) escape in partition folder names.
 _PATH_UNSAFE = set("\"#%'*/:=?\\\x7f{[]^") | {chr(c) for c in range(0x20)}
@@ -105,11 +113,25 @@ def resolve_engine(spark: SparkSession, engine: str = "auto") -> Engine:
         raise ElmoLakeError(f"delta.engine: {engine!r} is not allowed (allowed: 'auto', 'delta-rs', 'spark')")
     if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
         return "spark"
+    if spark not in _ENGINES:
+        _ENGINES[spark] = "spark" if has_delta_connector(spark) else "delta-rs"
+    return _ENGINES[spark]
+
+
+_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # session -> its 'auto' engine
+
+
+def has_delta_connector(spark: SparkSession) -> bool:
+    """Does Spark know the ``delta`` source? Asked through the DataFrame API, so classic and Connect alike.
+
+    Loading a path that does not exist fails either way; only the reason differs: no such source, or no table.
+    """
+    probe = f"/elmo-lake-delta-probe-{uuid.uuid4().hex}"
     try:
-        spark._jvm.java.lang.Class.forName("org.apache.spark.sql.delta.sources.DeltaDataSource")  # type: ignore[union-attr]
-        return "spark"
-    except Exception:
-        return "delta-rs"
+        spark.read.format("delta").load(probe).schema  # noqa: B018  (analysis happens on schema access)
+    except Exception as exc:
+        return "DATA_SOURCE_NOT_FOUND" not in str(exc) and "Failed to find the data source" not in str(exc)
+    return True
 
 
 def table_uri(path: str) -> str:
@@ -128,12 +150,29 @@ def table_uri(path: str) -> str:
 
 def table_exists(spark: SparkSession, path: str, engine: str = "auto") -> bool:
     if resolve_engine(spark, engine) == "spark":
-        from delta.tables import DeltaTable as SparkDeltaTable
-
-        return SparkDeltaTable.isDeltaTable(spark, path)
+        return _spark_table_exists(spark, path)
     from deltalake import DeltaTable
 
     return DeltaTable.is_deltatable(table_uri(path))
+
+
+# How the connector says "no Delta table there" (Delta 3/4, Databricks): anything else is a real failure.
+_NOT_A_TABLE = (
+    "DELTA_MISSING_DELTA_TABLE",
+    "DELTA_PATH_DOES_NOT_EXIST",
+    "PATH_NOT_FOUND",
+    "is not a Delta table",
+)
+
+
+def _spark_table_exists(spark: SparkSession, path: str) -> bool:
+    try:
+        spark.read.format("delta").load(spark_path(path)).schema  # noqa: B018
+    except Exception as exc:
+        if any(marker in str(exc) for marker in _NOT_A_TABLE):
+            return False
+        raise
+    return True
 
 
 def table_version(path: str) -> int | None:
@@ -160,7 +199,7 @@ def read_delta(spark: SparkSession, path: str, engine: str = "auto", version: in
         reader = spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
-        return reader.load(path)
+        return reader.load(spark_path(path))
     return _read_with_delta_rs(spark, path, version)
 
 
@@ -241,6 +280,9 @@ def write_delta(
     description: str | None = None,
     target_file_rows: int = 1_000_000,
     comments: dict[str, str] | None = None,
+    read_version: int | None | Literal["any"] = "any",
+    key_columns: list[str] | tuple[str, ...] = (),
+    staging_max_age_hours: float = DEFAULT_STAGING_MAX_AGE_HOURS,
 ) -> WriteResult:
     """Write ``df`` to the Delta table at ``path`` in one transaction.
 
@@ -250,6 +292,15 @@ def write_delta(
     partition_by : partition columns; for an existing table, they must be the table's.
     description : the table's description (stored in its metadata when the table is created).
     comments : column comments, by column name (stored in the table's schema, shown by DESCRIBE).
+    read_version : the version of ``path`` that ``df`` was computed from (e.g. "ids not in the table yet"), or
+        None if it was computed when there was no table. The write then commits only on top of that version: if
+        anyone committed since, it raises CommitConflictError and writes nothing (re-read and retry). 'any' (the
+        default): a blind write, as Delta's own appends are.
+    key_columns : (with read_version, connector engine) the columns that identify a row: the append is a MERGE
+        that inserts only rows whose key is not in the table, so concurrent runs never duplicate a row.
+    staging_max_age_hours : (delta-rs engine) staging folders of writes that have not changed for this long are
+        dead writes (killed before their commit): this write removes them and any data file they had moved into
+        the table without committing it.
 
     Raises
     ------
@@ -259,6 +310,8 @@ def write_delta(
     resolved = resolve_engine(spark, engine)
     partition_by = list(partition_by)
     exists = table_exists(spark, path, resolved)
+    if read_version != "any":
+        _check_still_at(spark, path, resolved, exists, read_version)
     if exists and mode == "error":
         raise TableExistsError(
             f"a Delta table already exists at {path} (write mode 'error'); choose another path"
@@ -280,8 +333,112 @@ def write_delta(
     if resolved == "spark":
         for name, text in comments.items():
             df = df.withMetadata(name, {**df.schema[name].metadata, "comment": text})
+        if read_version != "any" and exists and mode == "append" and key_columns:
+            return _merge_new_rows_with_spark(df, path, list(key_columns))
         return _write_with_spark(df, path, mode, partition_by, description)
-    return _write_with_delta_rs(df, path, mode, partition_by, exists, description, target_file_rows, comments)
+    return _write_with_delta_rs(
+        df,
+        path,
+        mode,
+        partition_by,
+        exists,
+        description,
+        target_file_rows,
+        comments,
+        None if read_version == "any" else read_version,
+        read_version != "any",
+        staging_max_age_hours,
+    )
+
+
+def append_on_snapshot(
+    df: DataFrame, path: str, cfg, version: int | None, keys: list[str], description: str, **options
+) -> WriteResult:
+    """An incremental stage's append: ``df`` was computed from ``version`` of ``path`` (None: no table), so it
+    commits on top of that version only (see ``write_delta``'s read_version), with the config's Delta settings."""
+    return write_delta(
+        df,
+        path,
+        mode="append",
+        engine=cfg.delta.engine,
+        description=description,
+        target_file_rows=cfg.delta.target_file_rows,
+        read_version=version,
+        key_columns=keys,
+        staging_max_age_hours=cfg.delta.staging_max_age_hours,
+        **options,
+    )
+
+
+def retry_once_on_conflict(stage: str, table: str, attempt: Callable[[], Result]) -> Result:
+    """Run a read-then-write ``attempt``; if another run committed to ``table`` in between, run it once more on
+    the new snapshot (which computes only what is still missing). A second conflict is the user's to re-run."""
+    try:
+        return attempt()
+    except CommitConflictError:
+        from jobs.cli import log
+
+        log(
+            stage,
+            f"another run committed to {table} since this one read it: re-reading it, writing what is missing",
+        )
+        return attempt()
+
+
+def _check_still_at(
+    spark: SparkSession, path: str, engine: str, exists: bool, read_version: int | None
+) -> None:
+    """Fail early, before any data is computed, if the table moved on since the caller read it."""
+    current = _current_version(spark, path, engine) if exists else None
+    if current != read_version:
+        raise CommitConflictError(
+            f"another writer committed to Delta table {path} after this run read it (read "
+            f"{'no table' if read_version is None else f'version {read_version}'}, now "
+            f"{'no table' if current is None else f'version {current}'}); nothing was written, re-run to write "
+            "what is still missing"
+        )
+
+
+def _current_version(spark: SparkSession, path: str, engine: str) -> int | None:
+    if engine == "spark":
+        rows = spark.sql(f"DESCRIBE HISTORY delta.`{spark_path(path)}` LIMIT 1").collect()
+        return int(rows[0]["version"]) if rows else None
+    return table_version(path)
+
+
+def snapshot_version(spark: SparkSession, path: str, engine: str = "auto") -> int | None:
+    """The table's current version (None if there is no table): read at it, then write with read_version=it."""
+    resolved = resolve_engine(spark, engine)
+    return _current_version(spark, path, resolved) if table_exists(spark, path, resolved) else None
+
+
+def _merge_new_rows_with_spark(df: DataFrame, path: str, keys: list[str]) -> WriteResult:
+    """Connector engine: insert the rows whose key the table lacks. MERGE reads the table, so a concurrent
+    commit is a conflict (ConcurrentAppendException) instead of a duplicate."""
+    spark = df.sparkSession
+    view = f"elmo_lake_new_rows_{uuid.uuid4().hex[:12]}"
+    df.createOrReplaceTempView(view)  # a session-scoped temporary view: serverless allows these
+    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    try:
+        spark.sql(
+            f"MERGE INTO delta.`{spark_path(path)}` t USING {view} s ON {on} WHEN NOT MATCHED THEN INSERT *"
+        )
+    except Exception as exc:
+        if "Concurrent" in str(exc) or "DELTA_CONCURRENT" in str(exc):
+            raise CommitConflictError(
+                f"another writer committed to {path} first: {str(exc).splitlines()[0]}; nothing was written, re-run"
+            ) from exc
+        raise
+    finally:
+        spark.catalog.dropTempView(view)
+    last = spark.sql(f"DESCRIBE HISTORY delta.`{spark_path(path)}` LIMIT 1").collect()[0]
+    metrics = last["operationMetrics"] or {}
+    return WriteResult(
+        path,
+        int(last["version"]),
+        int(metrics.get("numTargetFilesAdded", 0)),
+        int(metrics.get("numTargetRowsInserted", 0)),
+    )
 
 
 def _table_partition_columns(path: str) -> list[str] | None:
@@ -328,13 +485,13 @@ def check_schema(table: T.StructType, data: T.StructType, path: str) -> None:
 def _write_with_spark(
     df: DataFrame, path: str, mode: str, partition_by: list[str], description: str | None
 ) -> WriteResult:
-    writer = df.write.format("delta").mode("errorifexists" if mode == "error" else mode)
+    writer = df.write.format("delta").mode(mode)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     if description:
         writer = writer.option("userMetadata", description)
     try:
-        writer.save(path)
+        writer.save(spark_path(path))
     except Exception as exc:  # the connector's exceptions are JVM classes; map the ones users act on
         text = str(exc)
         if "Concurrent" in text or "DELTA_CONCURRENT" in text:
@@ -346,9 +503,7 @@ def _write_with_spark(
                 f"data does not match the schema of Delta table {path}: {text.splitlines()[0]}"
             ) from exc
         raise
-    from delta.tables import DeltaTable as SparkDeltaTable
-
-    last = SparkDeltaTable.forPath(df.sparkSession, path).history(1).collect()[0]
+    last = df.sparkSession.sql(f"DESCRIBE HISTORY delta.`{spark_path(path)}` LIMIT 1").collect()[0]
     metrics = last["operationMetrics"] or {}
     return WriteResult(
         path, int(last["version"]), int(metrics.get("numFiles", 0)), int(metrics.get("numOutputRows", 0))
@@ -364,23 +519,34 @@ def _write_with_delta_rs(
     description: str | None,
     target_file_rows: int,
     comments: dict[str, str],
+    expected_version: int | None,
+    read_dependent: bool,
+    staging_max_age_hours: float,
 ) -> WriteResult:
     from deltalake import DeltaTable, Schema
     from deltalake.exceptions import CommitFailedError, DeltaError
     from deltalake.transaction import CommitProperties, create_table_with_add_actions
 
     uri = table_uri(path)
-    # Read version fixed before any data is written: a commit by someone else since then is a conflict.
-    read_version = DeltaTable(uri).version() if exists else None
+    # Read version fixed before any data is written: a commit by someone else since then is a conflict for
+    # non-blind writes; a read-dependent write allows none at all (no retry on top of someone else's commit).
+    read_version = expected_version if read_dependent else (DeltaTable(uri).version() if exists else None)
     arrow_schema = to_delta_arrow_schema(to_arrow_schema(df.schema, timezone="UTC"))
     write_id = uuid.uuid4().hex[:16]
     fs, root = open_table_filesystem(uri)
+    if exists:
+        remove_dead_writes(path, staging_max_age_hours)
     staging = f"{root}/{STAGING_DIR}/{write_id}"
     moved: list[str] = []
     try:
         _write_parquet(df, _spark_path(uri, f"{STAGING_DIR}/{write_id}"), partition_by, target_file_rows)
+        _check_staging_visible(fs, staging, path)
         adds = _move_into_table(fs, root, staging, write_id, moved)
-        props = CommitProperties(custom_metadata={"engineInfo.elmo-lake": "delta-rs", "writeId": write_id})
+        _pause_before_commit(path, write_id)
+        props = CommitProperties(
+            custom_metadata={"engineInfo.elmo-lake": "delta-rs", "writeId": write_id},
+            max_commit_retries=0 if read_dependent else None,
+        )
         schema = Schema.from_arrow(_with_comments(arrow_schema, comments))
         if exists:
             DeltaTable(uri, version=read_version).create_write_transaction(
@@ -409,9 +575,23 @@ def _write_with_delta_rs(
         raise
     finally:
         _delete_quietly(fs, staging, folder=True)
+        _delete_quietly(fs, f"{staging}{MANIFEST_SUFFIX}")
         _delete_quietly(fs, f"{root}/{STAGING_DIR}", folder=True, only_if_empty=True)
     version = DeltaTable(uri).version()
     return WriteResult(path, version, len(adds), sum(json.loads(a.stats)["numRecords"] for a in adds))
+
+
+def _check_staging_visible(fs, staging: str, path: str) -> None:
+    """Spark (the executors, or a Connect server) wrote the files; this process commits them, so it must see them."""
+    import pyarrow.fs as pafs
+
+    if fs.get_file_info(staging).type == pafs.FileType.NotFound:
+        raise ElmoLakeError(
+            f"Spark wrote this write's files to {staging}, but this process cannot see them there. The delta-rs "
+            f"engine commits from the client, so the client and Spark (a Spark Connect server, a cluster) must "
+            f"share the storage of {path}: use a shared path (an object store URI, a mounted volume), or the "
+            "Delta connector (--set delta.engine=spark)"
+        )
 
 
 def _write_parquet(df: DataFrame, target: str, partition_by: list[str], target_file_rows: int) -> None:
@@ -421,7 +601,8 @@ def _write_parquet(df: DataFrame, target: str, partition_by: list[str], target_f
     previous = spark.conf.get(key, None)
     spark.conf.set(key, "TIMESTAMP_MICROS")
     try:
-        writer = df.write.mode("errorifexists").option("compression", "snappy")
+        # "error", not "errorifexists": Spark Connect knows only the short name
+        writer = df.write.mode("error").option("compression", "snappy")
         if target_file_rows:
             writer = writer.option("maxRecordsPerFile", target_file_rows)
         if partition_by:
@@ -448,18 +629,24 @@ def _move_into_table(fs, root: str, staging: str, write_id: str, moved: list[str
 
     adds = []
     infos = fs.get_file_info(pafs.FileSelector(staging, recursive=True))
+    plan = []
     for info in sorted(infos, key=lambda i: i.path):
         if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
             continue
         relative = info.path[len(staging) + 1 :]
         folders, name = relative.rsplit("/", 1) if "/" in relative else ("", relative)
-        target_relative = f"{folders}/{write_id}-{name}" if folders else f"{write_id}-{name}"
+        plan.append((info, folders, f"{folders}/{write_id}-{name}" if folders else f"{write_id}-{name}"))
+    # Written before any file moves: if this process dies before its commit, the next write (or
+    # jobs/maintain.py) knows which files in the table are this write's uncommitted ones.
+    with fs.open_output_stream(f"{staging}{MANIFEST_SUFFIX}") as manifest:
+        manifest.write("\n".join(target for _, _, target in plan).encode())
+    for info, folders, target_relative in plan:
         if folders:
             fs.create_dir(f"{root}/{folders}", recursive=True)
         fs.move(info.path, f"{root}/{target_relative}")
         moved.append(f"{root}/{target_relative}")
         with fs.open_input_file(f"{root}/{target_relative}") as handle:
-            rows = pq.read_metadata(handle).num_rows
+            stats = file_statistics(pq.read_metadata(handle))
         adds.append(
             AddAction(
                 path=target_relative,  # deltalake URL-encodes it for the log
@@ -467,10 +654,159 @@ def _move_into_table(fs, root: str, staging: str, write_id: str, moved: list[str
                 partition_values=_partition_values(folders),
                 modification_time=int(time.time() * 1000),
                 data_change=True,
-                stats=json.dumps({"numRecords": rows}),
+                stats=json.dumps(stats),
             )
         )
     return adds
+
+
+STATS_STRING_PREFIX = 32  # as the Delta connector (dataSkippingStringPrefixLength): strings are cut to this
+
+
+def file_statistics(metadata) -> dict:
+    """A data file's Delta statistics from its Parquet footer, as the Delta connector writes them: numRecords, and
+    minValues / maxValues / nullCount of every top-level, non-nested column (no second read of the data).
+
+    Strings are cut to 32 characters (a cut maximum gets U+10FFFF appended, so it stays an upper bound);
+    timestamps are ISO-8601 UTC with milliseconds; columns whose statistics the footer lacks are left out.
+    """
+    import datetime as dt
+
+    schema = metadata.schema.to_arrow_schema()
+    mins: dict = {}
+    maxs: dict = {}
+    nulls: dict = {}
+    for index, field in enumerate(schema):
+        if pa.types.is_nested(field.type):
+            continue
+        column_stats = [
+            metadata.row_group(g).column(index).statistics for g in range(metadata.num_row_groups)
+        ]
+        if not column_stats or any(c is None for c in column_stats):
+            continue
+        if all(c.has_null_count for c in column_stats):
+            nulls[field.name] = int(sum(c.null_count for c in column_stats))
+        with_values = [c for c in column_stats if c.has_min_max]
+        if not with_values or not _has_min_max_type(field.type):
+            continue
+        low, high = min(c.min for c in with_values), max(c.max for c in with_values)
+        if isinstance(low, float) and (low != low or high != high):  # NaN: no usable bound
+            continue
+        if isinstance(low, str):
+            low = low[:STATS_STRING_PREFIX]
+            if len(high) > STATS_STRING_PREFIX:
+                high = high[:STATS_STRING_PREFIX] + "\U0010ffff"
+        if isinstance(low, dt.datetime):
+            low, high = _delta_timestamp(low), _delta_timestamp(high)
+        elif isinstance(low, dt.date):
+            low, high = low.isoformat(), high.isoformat()
+        mins[field.name], maxs[field.name] = low, high
+    return {"numRecords": metadata.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+
+
+def _has_min_max_type(type_: pa.DataType) -> bool:
+    return (
+        pa.types.is_integer(type_)
+        or pa.types.is_floating(type_)
+        or pa.types.is_string(type_)
+        or pa.types.is_large_string(type_)
+        or pa.types.is_date(type_)
+        or pa.types.is_timestamp(type_)
+    )
+
+
+def _delta_timestamp(value) -> str:
+    import datetime as dt
+
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    value = value.astimezone(dt.timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _pause_before_commit(path: str, write_id: str) -> None:
+    """ELMO_LAKE_PAUSE_BEFORE_COMMIT=SECONDS: a debug setting for fault-injection tests and drills. The data
+    files are in place, the commit is not made yet: the moment a kill must leave the table unchanged."""
+    seconds = float(os.environ.get("ELMO_LAKE_PAUSE_BEFORE_COMMIT", "0") or 0)
+    if seconds > 0:
+        import sys
+        import time
+
+        print(
+            f"elmo-lake: write {write_id} to {path}: files written, pausing {seconds:g} s before the commit "
+            "(ELMO_LAKE_PAUSE_BEFORE_COMMIT)",
+            file=sys.stderr,
+            flush=True,
+        )
+        time.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class DeadWrite:
+    """A write that never committed: its staging folder, and the data files it had moved into the table."""
+
+    write_id: str
+    idle_hours: float
+    files: tuple[str, ...]
+
+
+def dead_writes(path: str, max_age_hours: float = DEFAULT_STAGING_MAX_AGE_HOURS) -> list[DeadWrite]:
+    """Writes under ``_elmo_lake_staging/`` untouched for ``max_age_hours`` (a live writer keeps writing there),
+    with the files each moved into the table but the log does not reference."""
+    import time
+
+    import pyarrow.fs as pafs
+    from deltalake import DeltaTable
+
+    uri = table_uri(path)
+    fs, root = open_table_filesystem(uri)
+    staging_root = f"{root}/{STAGING_DIR}"
+    entries = fs.get_file_info(pafs.FileSelector(staging_root, recursive=True, allow_not_found=True))
+    newest: dict[str, float] = {}
+    for info in entries:
+        write_id = info.path[len(staging_root) + 1 :].split("/", 1)[0].removesuffix(MANIFEST_SUFFIX)
+        mtime = info.mtime.timestamp() if info.mtime else 0.0
+        newest[write_id] = max(newest.get(write_id, 0.0), mtime)
+    now = time.time()
+    dead = {w: (now - t) / 3600 for w, t in newest.items() if now - t >= max_age_hours * 3600}
+    if not dead:
+        return []
+    referenced = (
+        {
+            unquote(a)
+            for a in pa.table(DeltaTable(uri).get_add_actions(flatten=True)).column("path").to_pylist()
+        }
+        if DeltaTable.is_deltatable(uri)
+        else set()
+    )
+    found = []
+    for write_id, idle in sorted(dead.items()):
+        manifest = f"{staging_root}/{write_id}{MANIFEST_SUFFIX}"
+        listed: list[str] = []
+        if fs.get_file_info(manifest).type == pafs.FileType.File:
+            with fs.open_input_stream(manifest) as handle:
+                listed = [line for line in handle.read().decode().splitlines() if line]
+        orphans = tuple(
+            f
+            for f in listed
+            if f not in referenced and fs.get_file_info(f"{root}/{f}").type == pafs.FileType.File
+        )
+        found.append(DeadWrite(write_id, idle, orphans))
+    return found
+
+
+def remove_dead_writes(path: str, max_age_hours: float = DEFAULT_STAGING_MAX_AGE_HOURS) -> list[DeadWrite]:
+    """Delete what ``dead_writes`` finds: the uncommitted data files, then the staging folders."""
+    fs, root = open_table_filesystem(table_uri(path))
+    found = dead_writes(path, max_age_hours)
+    for dead in found:
+        for file in dead.files:
+            _delete_quietly(fs, f"{root}/{file}")
+        _delete_quietly(fs, f"{root}/{STAGING_DIR}/{dead.write_id}", folder=True)
+        _delete_quietly(fs, f"{root}/{STAGING_DIR}/{dead.write_id}{MANIFEST_SUFFIX}")
+    if found:
+        _delete_quietly(fs, f"{root}/{STAGING_DIR}", folder=True, only_if_empty=True)
+    return found
 
 
 def _partition_values(folders: str) -> dict[str, str | None]:

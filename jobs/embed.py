@@ -33,10 +33,10 @@ from pyspark.sql import functions as F
 
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import read_delta, table_exists, table_version, write_delta
+from jobs.delta_tables import append_on_snapshot, read_delta, retry_once_on_conflict, snapshot_version
 from jobs.errors import ConfigError, InputError
 from jobs.paths import default_model
-from jobs.session import get_spark
+from jobs.session import default_parallelism, get_spark, release, reuse, runs_locally, ship_archive, ship_code
 from udfs.elmo.hub_runner import hub_model_id
 from udfs.elmo.model_source import resolve
 from udfs.elmo.options import BilmOptions, ModelFormatError
@@ -120,24 +120,63 @@ def hub_dim(folder: str) -> int:
     return options.output_dim
 
 
+COPY_CHUNK_BYTES = (
+    8 << 20
+)  # model files reach the driver in pieces of this size (a Connect message stays small)
+
+
 def copy_from_hadoop(spark: SparkSession, spec: str) -> str:
-    """Copy a model folder from any Hadoop file system (hdfs://, s3a://, abfss://, dbfs:, ...) to local disk."""
-    jvm = spark.sparkContext._jvm
-    source = jvm.org.apache.hadoop.fs.Path(spec)
+    """Copy a model folder from any file system Spark reads (hdfs://, s3a://, abfss://, dbfs:, ...) to local disk.
+
+    Read through Spark's binaryFile source, in pieces, so classic and Spark Connect sessions copy the same way.
+    Spark's file scan skips zero-length files, so those are not copied (no model format needs one).
+    """
+    from urllib.parse import unquote, urlparse
+
+    chunk = COPY_CHUNK_BYTES
     try:
-        fs = source.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-        if not fs.exists(source):
-            raise InputError(f"--model {spec} does not exist")
-        target = Path(tempfile.mkdtemp(prefix="elmo-lake-model-"))
-        fs.copyToLocalFile(False, source, jvm.org.apache.hadoop.fs.Path(target.as_uri()), True)
-    except InputError:
-        raise
-    except Exception as exc:  # Py4J errors carry the Java exception's message
+        files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(spec)
+        pieces = files.select(
+            "path",
+            F.posexplode(
+                F.expr(
+                    f"transform(sequence(0, greatest(cast(ceil(length / {chunk}) as int), 1) - 1), "
+                    f"i -> substring(content, i * {chunk} + 1, {chunk}))"
+                )
+            ).alias("piece", "bytes"),
+        ).orderBy("path", "piece")
+        target = Path(tempfile.mkdtemp(prefix="elmo-lake-model-")) / (
+            Path(urlparse(spec).path.rstrip("/")).name or "model"
+        )
+        root = unquote(urlparse(spec).path).rstrip("/")
+        copied = 0
+        handle, current = None, None
+        try:
+            for row in pieces.toLocalIterator():
+                if row["path"] != current:
+                    if handle:
+                        handle.close()
+                    current = row["path"]
+                    relative = unquote(urlparse(current).path)[len(root) :].lstrip("/")
+                    destination = target / relative
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    handle = open(destination, "wb")  # noqa: SIM115  (closed when the next file starts)
+                    copied += 1
+                handle.write(row["bytes"])
+        finally:
+            if handle:
+                handle.close()
+    except Exception as exc:
+        text = str(exc)
+        if "PATH_NOT_FOUND" in text or "does not exist" in text:
+            raise InputError(f"--model {spec} does not exist") from None
         raise InputError(
-            f"--model {spec}: cannot copy it from its file system: {str(exc).splitlines()[0]}"
+            f"--model {spec}: cannot copy it from its file system: {text.strip().splitlines()[0]}"
         ) from None
-    log("embed", f"copied {spec} to {target}")
-    return str(target / source.getName())
+    if not copied:
+        raise InputError(f"--model {spec} holds no files")
+    log("embed", f"copied {spec} ({copied} files) to {target}")
+    return str(target)
 
 
 def embedding_set(model_id: str, layer: str, pooling: str) -> Column:
@@ -155,7 +194,7 @@ def ship_model(spark: SparkSession, model: ResolvedModel) -> str:
     name = f"{model.model_id}.zip"
     folder = Path(tempfile.mkdtemp(prefix="elmo-lake-model-"))
     shutil.make_archive(str(folder / model.model_id), "zip", root_dir=model.directory)
-    spark.sparkContext.addArchive(str(folder / name))
+    ship_archive(spark, str(folder / name))
     return name
 
 
@@ -214,26 +253,44 @@ def run(
             f"{input_table} has no 'id' and 'tokens' columns (columns: {clean.columns}); run jobs/clean.py first"
         )
     clean = clean.select("id", "tokens")
-    if table_exists(spark, output_table, engine):
+    return retry_once_on_conflict(
+        "embed", output_table, lambda: _embed_missing(spark, cfg, clean, output_table, model, layer, pooling)
+    )
+
+
+def _embed_missing(
+    spark: SparkSession,
+    cfg: Config,
+    clean: DataFrame,
+    output_table: str,
+    model: ResolvedModel,
+    layer: str,
+    pooling: str,
+) -> EmbedSummary:
+    """Embed the ids the output lacks at its current version, and commit only on top of that version."""
+    engine = cfg.delta.engine
+    version = snapshot_version(spark, output_table, engine)
+    if version is not None:
         done = (
-            read_delta(spark, output_table, engine)
+            read_delta(spark, output_table, engine, version=version)
             .where(embedding_set(model.model_id, layer, pooling))
             .select("id")
         )
         clean = clean.join(done, "id", "left_anti")
-    clean = clean.cache()
+    clean = reuse(clean)  # counted, then embedded: cheap to recompute where it cannot be cached
     counts = clean.select(
         F.count("*").alias("rows"),
         F.sum(token_count()).alias("tokens"),
         F.sum((token_count() == 0).cast("int")).alias("without"),
     ).collect()[0]
     rows, tokens, without = counts["rows"], counts["tokens"] or 0, counts["without"] or 0
-    if rows == 0 and table_exists(spark, output_table, engine):
-        clean.unpersist()
+    if rows == 0 and version is not None:
+        release(clean)
         log("embed", f"nothing to embed: every document has a row for {model.model_id} ({layer}, {pooling})")
-        return EmbedSummary(output_table, model.model_id, 0, 0, 0, 0.0, table_version(output_table))
-    # executors elsewhere get their own copy of the model folder, unpacked
-    shipped = not spark.sparkContext.master.startswith("local")
+        return EmbedSummary(output_table, model.model_id, 0, 0, 0, 0.0, version)
+    # executors elsewhere (a cluster, a Connect server) get their own copy of the model folder, unpacked
+    shipped = not runs_locally(spark)
+    ship_code(spark)
     spec = EmbedSpec(
         model_dir=ship_model(spark, model) if shipped else model.directory,
         shipped=shipped,
@@ -246,7 +303,7 @@ def run(
         backend=cfg.embed.backend,
         threads=cfg.embed.threads_per_task,
     )
-    partitions = cfg.embed.partitions or spark.sparkContext.defaultParallelism
+    partitions = cfg.embed.partitions or default_parallelism(spark)
     log(
         "embed",
         f"embedding {rows} documents ({tokens} tokens) with {model.model_id}, layer {layer}, pooling "
@@ -254,18 +311,18 @@ def run(
     )
     start = time.perf_counter()
     try:
-        result = write_delta(
+        result = append_on_snapshot(
             embed_documents(clean, spec, model, partitions),
             output_table,
-            mode="append",
+            cfg,
+            version,
+            ["id", "model_id", "layer", "pooling"],
+            EMBEDDINGS_DESCRIPTION,
             partition_by=["model_id"],
-            engine=engine,
-            description=EMBEDDINGS_DESCRIPTION,
             comments=EMBEDDINGS_COMMENTS,
-            target_file_rows=cfg.delta.target_file_rows,
         )
     finally:
-        clean.unpersist()
+        release(clean)
     took = time.perf_counter() - start
     return EmbedSummary(output_table, model.model_id, rows - without, without, tokens, took, result.version)
 

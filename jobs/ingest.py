@@ -24,10 +24,10 @@ from pyspark.sql import types as T
 
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import read_delta, table_exists, table_version, write_delta
-from jobs.errors import InputError
-from jobs.paths import default_sample
-from jobs.session import get_spark
+from jobs.delta_tables import append_on_snapshot, read_delta, retry_once_on_conflict, snapshot_version
+from jobs.errors import ConfigError, InputError
+from jobs.paths import default_sample, spark_path
+from jobs.session import get_spark, release, reuse
 
 DOCUMENTS_DESCRIPTION = (
     "elmo-lake documents: id (string, unique), text (as ingested), label (0/1, null when unlabelled), "
@@ -70,6 +70,9 @@ def input_format(path: str, fmt: str) -> str:
 def read_input(spark: SparkSession, path: str, fmt: str, cfg: Config) -> DataFrame:
     """The input's rows with every column as it came, plus ``source_file`` and ``_order`` (input order)."""
     fmt = input_format(path, fmt)
+    encoding = spark_charset(cfg.ingest.encoding)
+    # what Spark reads (dbfs:/ for /dbfs/; absolute, so a Connect server finds it too)
+    source = spark_path(path)
     try:
         if fmt == "csv":
             reader = (
@@ -78,22 +81,72 @@ def read_input(spark: SparkSession, path: str, fmt: str, cfg: Config) -> DataFra
                 .option("quote", '"')
                 .option("escape", '"')
                 .option("sep", cfg.ingest.csv_delimiter)
-                .option("encoding", cfg.ingest.csv_encoding)
+                .option("encoding", encoding)
                 .option("mode", "PERMISSIVE")
                 .option("inferSchema", False)
             )
-            raw = reader.csv(path)
+            raw = reader.csv(source)
         elif fmt == "json":
-            raw = spark.read.option("mode", "PERMISSIVE").json(path)
+            raw = spark.read.option("mode", "PERMISSIVE").option("encoding", encoding).json(source)
         else:
-            raw = spark.read.parquet(path)
+            raw = spark.read.parquet(source)
+        raw.schema  # noqa: B018  (Spark Connect reads lazily: a missing input fails here, not later)
     except Exception as exc:
         if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
             raise InputError(f"input {path} does not exist") from None
         raise InputError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from None
-    return raw.withColumn("source_file", F.col("_metadata.file_path")).withColumn(
-        "_order", F.monotonically_increasing_id()
+    if raw.limit(1).count() == 0:
+        raise InputError(f"no rows in {path}")
+    # Spark decodes UTF-8 leniently: bytes that are not UTF-8 become U+FFFD, silently. Find the files where that
+    # happened (a JVM check of the raw bytes, no Python), so their damaged rows are rejected, not ingested.
+    undecodable: list[str] = []
+    if fmt in ("csv", "json") and encoding == "utf-8":
+        undecodable = [
+            r["path"]
+            for r in spark.read.format("binaryFile")
+            .load(source)
+            .where(~F.expr("is_valid_utf8(cast(content as string))"))
+            .select("path")
+            .collect()
+        ]
+    return (
+        raw.withColumn("source_file", F.col("_metadata.file_path"))
+        .withColumn("_order", F.monotonically_increasing_id())
+        .withColumn("_undecodable", F.col("source_file").isin(undecodable) if undecodable else F.lit(False))
     )
+
+
+# Python's names for the encodings Spark's CSV and JSON readers know, and Spark's name for each.
+SPARK_CHARSETS = {
+    "utf-8": "utf-8",
+    "iso8859-1": "iso-8859-1",
+    "ascii": "us-ascii",
+    "utf-16": "utf-16",
+    "utf-16-be": "utf-16be",
+    "utf-16-le": "utf-16le",
+    "utf-32": "utf-32",
+}
+
+
+def spark_charset(name: str) -> str:
+    """ingest.encoding as Spark's readers name it (latin-1 -> iso-8859-1); an unknown one is a ConfigError."""
+    import codecs
+
+    try:
+        python_name = codecs.lookup(name).name
+    except LookupError:
+        python_name = name
+    if python_name not in SPARK_CHARSETS:
+        raise ConfigError(
+            [
+                f"ingest.encoding: {name!r} is not an encoding Spark's CSV/JSON readers know (allowed: utf-8, "
+                "latin-1 (iso-8859-1), us-ascii, utf-16, utf-16be, utf-16le, utf-32)"
+            ]
+        )
+    return SPARK_CHARSETS[python_name]
+
+
+INTERNAL_COLUMNS = ("source_file", "_order", "_undecodable")  # added by read_input, never the input's own
 
 
 def pick_text_column(columns: list[str], configured: str) -> str:
@@ -109,7 +162,7 @@ def validate_documents(
     raw: DataFrame, id_column: str, text_column: str, label_column: str | None, ingested_at: dt.datetime
 ) -> DataFrame:
     """Every input row with ``reason`` null (a document) or saying why it is rejected. No I/O."""
-    data_columns = [c for c in raw.columns if c not in ("source_file", "_order")]
+    data_columns = [c for c in raw.columns if c not in INTERNAL_COLUMNS]
     for name, setting in ((id_column, "ingest.id_column"), (text_column, "ingest.text_column")):
         if name not in data_columns:
             raise InputError(f"input has no column {name!r} (columns: {data_columns}); set {setting}")
@@ -121,12 +174,20 @@ def validate_documents(
         label_raw.alias("label_raw"),
         "source_file",
         "_order",
+        (F.col("_undecodable") if "_undecodable" in raw.columns else F.lit(False)).alias("_undecodable"),
     )
     record = F.row_number().over(Window.partitionBy("source_file").orderBy("_order"))
     rows = rows.withColumn("record", record)
     blank = lambda c: F.col(c).isNull() | (F.trim(F.col(c)) == "")  # noqa: E731
+    replaced = "\ufffd"  # what the reader put where bytes did not decode
+    damaged = F.col("_undecodable") & (
+        F.coalesce(F.col("id").contains(replaced), F.lit(False))
+        | F.coalesce(F.col("text").contains(replaced), F.lit(False))
+        | F.coalesce(F.col("label_raw").contains(replaced), F.lit(False))
+    )
     row_reason = (
-        F.when(blank("id"), F.lit("missing id"))
+        F.when(damaged, F.lit("not valid utf-8 (set ingest.encoding)"))
+        .when(blank("id"), F.lit("missing id"))
         .when(blank("text"), F.lit("missing text"))
         .when(F.lit(has_label) & F.col("label_raw").isNull(), F.lit("missing label"))
         .when(
@@ -170,58 +231,74 @@ def rejects_of(checked: DataFrame) -> DataFrame:
 def run(
     spark: SparkSession, cfg: Config, input_path: str, table: str, rejects_table: str, fmt: str = "auto"
 ) -> IngestSummary:
-    engine = cfg.delta.engine
     summary = IngestSummary(table=table, rejects_table=rejects_table)
     raw = read_input(spark, input_path, fmt if fmt else cfg.ingest.format, cfg)
-    text_column = pick_text_column(raw.columns, cfg.ingest.text_column)
+    text_column = pick_text_column(
+        [c for c in raw.columns if c not in INTERNAL_COLUMNS], cfg.ingest.text_column
+    )
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    checked = validate_documents(raw, cfg.ingest.id_column, text_column, cfg.ingest.label_column, now).cache()
+    checked = reuse(validate_documents(raw, cfg.ingest.id_column, text_column, cfg.ingest.label_column, now))
     try:
-        docs = documents_of(checked)
-        rejects = rejects_of(checked)
-        if table_exists(spark, table, engine):
-            existing_ids = read_delta(spark, table, engine).select("id")
-            new_docs = docs.join(existing_ids, "id", "left_anti")
-        else:
-            new_docs = docs
         counts = checked.groupBy("reason").count().collect()
         summary.read = sum(r["count"] for r in counts)
         summary.rejected = {r["reason"]: r["count"] for r in counts if r["reason"] is not None}
         valid = sum(r["count"] for r in counts if r["reason"] is None)
-        new_docs = new_docs.cache()
+        retry_once_on_conflict(
+            "ingest",
+            table,
+            lambda: _append_new_documents(spark, cfg, checked, table, summary, valid, input_path),
+        )
+        retry_once_on_conflict(
+            "ingest", rejects_table, lambda: _append_new_rejects(spark, cfg, checked, rejects_table)
+        )
+    finally:
+        release(checked)
+    return summary
+
+
+def _append_new_documents(
+    spark: SparkSession,
+    cfg: Config,
+    checked: DataFrame,
+    table: str,
+    summary: IngestSummary,
+    valid: int,
+    source: str,
+) -> None:
+    """Append the valid documents whose id the table lacks at its current version, on top of that version only."""
+    engine = cfg.delta.engine
+    version = snapshot_version(spark, table, engine)
+    new_docs = documents_of(checked)
+    if version is not None:
+        new_docs = new_docs.join(
+            read_delta(spark, table, engine, version=version).select("id"), "id", "left_anti"
+        )
+    new_docs = reuse(new_docs)  # counted, then written
+    try:
         summary.added = new_docs.count()
         summary.already_present = valid - summary.added
-        log("ingest", f"{summary.read} rows read from {input_path}; writing {summary.added} new documents")
-        if summary.added or not table_exists(spark, table, engine):
-            result = write_delta(
-                new_docs,
-                table,
-                mode="append",
-                engine=engine,
-                description=DOCUMENTS_DESCRIPTION,
-                target_file_rows=cfg.delta.target_file_rows,
-            )
-            summary.version = result.version
-        else:
-            summary.version = table_version(table)
-        if table_exists(spark, rejects_table, engine):
-            seen = read_delta(spark, rejects_table, engine).select("source_file", "record", "reason")
-            rejects = rejects.join(seen, ["source_file", "record", "reason"], "left_anti")
-            write_rejects = rejects.limit(1).count() > 0
-        else:
-            write_rejects = True
-        if write_rejects:
-            write_delta(
-                rejects,
-                rejects_table,
-                mode="append",
-                engine=engine,
-                description=REJECTS_DESCRIPTION,
-                target_file_rows=cfg.delta.target_file_rows,
-            )
+        log("ingest", f"{summary.read} rows read from {source}; writing {summary.added} new documents")
+        summary.version = version
+        if summary.added or version is None:
+            summary.version = append_on_snapshot(
+                new_docs, table, cfg, version, ["id"], DOCUMENTS_DESCRIPTION
+            ).version
     finally:
-        checked.unpersist()
-    return summary
+        release(new_docs)
+
+
+def _append_new_rejects(spark: SparkSession, cfg: Config, checked: DataFrame, rejects_table: str) -> None:
+    """Append the rejects not recorded yet (same file, record and reason), on top of the version read."""
+    engine = cfg.delta.engine
+    keys = ["source_file", "record", "reason"]
+    version = snapshot_version(spark, rejects_table, engine)
+    rejects = rejects_of(checked)
+    if version is not None:
+        seen = read_delta(spark, rejects_table, engine, version=version).select(*keys)
+        rejects = rejects.join(seen, keys, "left_anti")
+        if rejects.limit(1).count() == 0:
+            return
+    append_on_snapshot(rejects, rejects_table, cfg, version, keys, REJECTS_DESCRIPTION)
 
 
 def build_parser() -> argparse.ArgumentParser:

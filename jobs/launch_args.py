@@ -1,5 +1,7 @@
 """Used by spark-submit.sh: turns a job's --conf/--set into spark-submit options (master, spark.* properties).
 
+With --remote-only it prints the config's Spark Connect server (spark.remote) instead, or nothing.
+
 Properties that must be known before the JVM starts (driver memory, master) only take effect this way. The
 launcher puts these options first, so anything the user gives spark-submit on the command line wins.
 """
@@ -31,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--conf", default=None)
     parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--remote-only", action="store_true")  # print the config's spark.remote, or nothing
     args, _ = parser.parse_known_args(argv)
     try:
+        if args.remote_only:
+            sys.stdout.write(load_config(args.conf, args.set).spark.remote or "")
+            return 0
         options = spark_submit_options(args.conf, args.set)
     except ElmoLakeError as exc:
         print(f"spark-submit.sh: error: {exc}", file=sys.stderr)

@@ -29,7 +29,7 @@ from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
 from jobs.delta_tables import read_delta, table_version
 from jobs.embed import embedding_set
-from jobs.paths import default_model, default_sample, default_score_sample
+from jobs.paths import default_model, default_sample, default_score_sample, join, local_path, spark_path
 from jobs.report import write_report
 from jobs.session import get_spark
 
@@ -75,9 +75,10 @@ def train_signature(cfg: Config, tables: list[str], engine: str) -> str:
 def run(
     spark: SparkSession, cfg: Config, train_csv: str, score_csv: str, out: str, model: str, engine: str
 ) -> dict:
-    root = Path(out).resolve()
+    root = spark_path(out)  # the tables: what Spark sees (dbfs:/..., /Volumes/..., s3://..., a local folder)
+    files = Path(local_path(root))  # predictions.csv, the report, the state: written by this process
     t = {
-        name: str(root / name)
+        name: join(root, name)
         for name in (
             "train_documents",
             "score_documents",
@@ -118,15 +119,15 @@ def run(
         note=lambda r: f"{r[0].embedded + r[1].embedded} documents embedded with {r[0].model_id}",
     )
 
-    state_file = root / "pipeline_state.json"
+    state_file = files / "pipeline_state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     signature = train_signature(cfg, [t["train_embeddings"], t["train_documents"]], engine)
-    details_file = root / "validation_scores.npz"
+    details_file = files / "validation_scores.npz"
 
     def fit():
         if (
             state.get("train_signature") == signature
-            and (Path(t["classifier"]) / "classifier.json").exists()
+            and (Path(local_path(t["classifier"])) / "classifier.json").exists()
             and details_file.exists()
         ):
             saved = np.load(details_file)
@@ -138,6 +139,7 @@ def run(
         classifier, details = train.run(
             spark, cfg, t["train_embeddings"], t["train_documents"], t["classifier"], engine, t["runs"]
         )
+        files.mkdir(parents=True, exist_ok=True)
         np.savez(details_file, **details)
         state["train_signature"] = signature
         state_file.write_text(json.dumps(state))
@@ -151,7 +153,7 @@ def run(
             + f"validation F1 {r[0].metrics['validation']['f1']:.3f}"
         ),
     )
-    csv_path = str(root / "predictions.csv")
+    csv_path = str(files / "predictions.csv")
     stages.run(
         "predict",
         lambda: predict.run(spark, cfg, t["score_embeddings"], t["classifier"], t["predictions"], csv_path),
@@ -182,7 +184,7 @@ def run(
             "total_seconds": round(time.perf_counter() - start, 2),
         }
         return write_report(
-            root,
+            files,
             report,
             details["labels"],
             details["probabilities"],

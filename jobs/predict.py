@@ -24,10 +24,11 @@ from pyspark.sql import functions as F
 from jobs.classifier import Classifier
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import read_delta, table_exists, write_delta
+from jobs.delta_tables import append_on_snapshot, read_delta, retry_once_on_conflict, snapshot_version
 from jobs.embed import embedding_set
 from jobs.errors import InputError
-from jobs.session import get_spark
+from jobs.paths import local_path
+from jobs.session import get_spark, release, reuse
 
 PREDICTIONS_DESCRIPTION = "elmo-lake predictions: id, probability of label 1, label (0/1 at the classifier's threshold), classifier_id"
 
@@ -69,23 +70,37 @@ def run(
     classifier = Classifier.load(classifier_dir)
     emb = embeddings_for(spark, cfg, embeddings, classifier)
     predictions = score(emb, classifier)
-    if table_exists(spark, output, cfg.delta.engine):
-        done = (
-            read_delta(spark, output, cfg.delta.engine)
-            .where(F.col("classifier_id") == classifier.classifier_id)
-            .select("id")
-        )
-        predictions = predictions.join(done, "id", "left_anti")
-    predictions = predictions.cache()
-    added = predictions.count()
-    if added or not table_exists(spark, output, cfg.delta.engine):
-        write_delta(
-            predictions, output, mode="append", engine=cfg.delta.engine, description=PREDICTIONS_DESCRIPTION
-        )
-    predictions.unpersist()
+    added = retry_once_on_conflict(
+        "predict", output, lambda: _append_missing(spark, cfg, predictions, output, classifier.classifier_id)
+    )
     log("predict", f"{added} new predictions with {classifier.classifier_id} in {output}")
     if csv_path:
         write_csv(spark, cfg, output, classifier.classifier_id, csv_path)
+    return added
+
+
+def _append_missing(
+    spark: SparkSession, cfg: Config, predictions: DataFrame, output: str, classifier_id: str
+) -> int:
+    """Append the ids the output lacks for this classifier at its current version, on top of that version."""
+    engine = cfg.delta.engine
+    version = snapshot_version(spark, output, engine)
+    if version is not None:
+        done = (
+            read_delta(spark, output, engine, version=version)
+            .where(F.col("classifier_id") == classifier_id)
+            .select("id")
+        )
+        predictions = predictions.join(done, "id", "left_anti")
+    predictions = reuse(predictions)  # counted, then written: SQL scoring, cheap to recompute
+    try:
+        added = predictions.count()
+        if added or version is None:
+            append_on_snapshot(
+                predictions, output, cfg, version, ["id", "classifier_id"], PREDICTIONS_DESCRIPTION
+            )
+    finally:
+        release(predictions)
     return added
 
 
@@ -98,6 +113,7 @@ def write_csv(spark: SparkSession, cfg: Config, table: str, classifier_id: str, 
         .collect()
     )
     rows.sort(key=lambda r: (0, int(r["id"]), "") if r["id"].isdigit() else (1, 0, r["id"]))
+    path = local_path(path)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{path}.tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as f:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jobs.paths import local_path
+
 
 def _plots(
     folder: Path,
@@ -81,7 +83,7 @@ def write_report(
     point_labels: np.ndarray,
 ) -> tuple[Path, Path]:
     """report.json and report.html (with its PNGs) in ``folder``."""
-    folder = Path(folder)
+    folder = Path(local_path(str(folder)))
     folder.mkdir(parents=True, exist_ok=True)
     plots = _plots(folder, labels, probabilities, threshold, points, point_labels)
     report = {**report, "plots": [name for name, _ in plots]}

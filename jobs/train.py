@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import posixpath
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -39,7 +39,8 @@ from jobs.config import Config
 from jobs.delta_tables import read_delta, write_delta
 from jobs.embed import embedding_set
 from jobs.errors import InputError
-from jobs.session import get_spark
+from jobs.paths import join, spark_path
+from jobs.session import get_spark, release, reuse
 
 RUNS_DESCRIPTION = (
     "elmo-lake classifier runs: one row per jobs/train.py run, with its validation metrics and lineage"
@@ -91,7 +92,7 @@ def train_classifier(
 ) -> tuple[Classifier, dict]:
     t = cfg.train
     joined, key = labelled_rows(spark, cfg, embeddings, labels, key_filter)
-    split = stratified_split(joined, t.validation_fraction, t.seed).cache()
+    split = reuse(stratified_split(joined, t.validation_fraction, t.seed))  # a join: cheap to recompute
     try:
         train = split.where(~F.col("is_validation") & F.col("embedding").isNotNull())
         validation = split.where(F.col("is_validation"))
@@ -137,7 +138,7 @@ def train_classifier(
         details = {"labels": labels_v, "probabilities": probs_v}
         return classifier, details
     finally:
-        split.unpersist()
+        release(split)
 
 
 def record_run(
@@ -148,7 +149,7 @@ def record_run(
     row = {
         "run_at": dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
         "classifier_id": classifier.classifier_id,
-        "classifier_path": str(Path(output).resolve()),
+        "classifier_path": spark_path(output),
         "engine": classifier.engine,
         "model_id": classifier.model_id,
         "layer": classifier.layer,
@@ -196,7 +197,8 @@ def run(
         spark, cfg, embeddings, labels, engine, {"model_id": model_id, "layer": layer, "pooling": pooling}
     )
     classifier.save(output)
-    record_run(spark, cfg, runs_table or str(Path(output).parent / "runs"), classifier, output)
+    runs_table = runs_table or join(posixpath.dirname(spark_path(output).rstrip("/")), "runs")
+    record_run(spark, cfg, runs_table, classifier, output)
     return classifier, details
 
 
@@ -241,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{m['roc_auc']}, PR AUC {m['pr_auc']}); F1-best threshold {m['best_threshold']:.3f} -> F1 {m['best_threshold_f1']}"
             + (f"; TF-IDF baseline F1 {b['f1']:.3f}" if b else ""),
         )
-        print(f"classifier: {Path(args.output).resolve()} ({classifier.classifier_id})")
+        print(f"classifier: {spark_path(args.output)} ({classifier.classifier_id})")
         return 0
 
     return run_job(build_parser(), argv, job)

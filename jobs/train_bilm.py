@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -36,7 +37,8 @@ from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
 from jobs.delta_tables import read_delta
 from jobs.errors import InputError
-from jobs.session import get_spark
+from jobs.paths import local_path, spark_path
+from jobs.session import default_parallelism, get_spark, ship_code
 
 SENTENCE_END = {".", "!", "?"}
 
@@ -49,7 +51,7 @@ def train_settings(cfg: Config) -> TrainSettings:
 def corpus_tokens(spark: SparkSession, cfg: Config, path: str, fmt: str) -> DataFrame:
     """One row per document with its cleaned ``tokens``: a clean table as it is, anything else cleaned here."""
     if fmt == "text":
-        docs = spark.read.text(path).select(
+        docs = spark.read.text(spark_path(path)).select(
             F.monotonically_increasing_id().cast("string").alias("id"), F.col("value").alias("text")
         )
     else:
@@ -60,7 +62,8 @@ def corpus_tokens(spark: SparkSession, cfg: Config, path: str, fmt: str) -> Data
             raise InputError(f"{path} has neither 'tokens' nor 'text' (columns: {docs.columns})")
     settings = clean_settings(cfg)
     model, version = check_spacy(settings)
-    partitions = cfg.clean.partitions or spark.sparkContext.defaultParallelism
+    partitions = cfg.clean.partitions or default_parallelism(spark)
+    ship_code(spark)
     cleaned = clean_documents(
         docs.select("id", "text").repartition(partitions),
         settings,
@@ -95,16 +98,13 @@ def run(
     settings = train_settings(cfg)
     if steps is not None:
         settings.max_steps = steps
-    out = Path(output)
+    out = Path(local_path(output))
     out.mkdir(parents=True, exist_ok=True)
-    documents = corpus_tokens(spark, cfg, input_path, fmt).where(F.size("tokens") > 0).cache()
-    counts = {
-        r["word"]: r["count"]
-        for r in documents.select(F.explode("tokens").alias("word")).groupBy("word").count().collect()
-    }
-    vocab = build_vocabulary(counts, settings.vocab_size)
+    documents = corpus_tokens(spark, cfg, input_path, fmt).where(F.size("tokens") > 0)
+    # one pass over the corpus (spaCy runs once): the driver needs every token list for training anyway
     token_lists = [r["tokens"] for r in documents.toLocalIterator()]
-    documents.unpersist()
+    counts = Counter(word for tokens in token_lists for word in tokens)
+    vocab = build_vocabulary(counts, settings.vocab_size)
     sentences = [
         s for tokens in token_lists for s in split_sentences(list(tokens), cfg.train_bilm.sentence_split)
     ]

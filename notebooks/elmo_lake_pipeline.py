@@ -1,22 +1,34 @@
 # Databricks notebook source
 # MAGIC %md
 # MAGIC # elmo-lake on Databricks
-# MAGIC Runs the stages on this cluster's Spark session. Delta goes through the built-in connector
-# MAGIC (`conf/databricks.toml` sets `delta.engine = "spark"`). Attach the repo (Repos) and install its pinned
-# MAGIC dependencies on the cluster first (`%pip install -r` the list in `pyproject.toml`, or a cluster library).
+# MAGIC Runs the pipeline on this notebook's Spark session, whatever compute it is attached to: **serverless**,
+# MAGIC a **standard** (shared) access-mode cluster, a classic cluster, or a GPU cluster. On serverless and standard
+# MAGIC clusters the session is a Spark Connect session: elmo-lake sends its code and the ELMo model to the executors
+# MAGIC as session artifacts and never caches (serverless refuses `cache()`).
+# MAGIC
+# MAGIC Paths: by default everything lives in a Unity Catalog volume, `/Volumes/main/default/elmo_lake/...`, which
+# MAGIC is the same path for Spark and for the files this notebook writes (report, predictions CSV, classifier).
+# MAGIC `dbfs:/...` paths work too (elmo-lake maps them to `/dbfs/...` for its own file I/O).
+# MAGIC
+# MAGIC Before running: attach this repo (Git folder), and install the pinned dependencies of `pyproject.toml` into
+# MAGIC the notebook's environment (serverless: the Environment panel; clusters: cluster libraries or `%pip`), all but
+# MAGIC `pyspark`, which Databricks provides.
 
 # COMMAND ----------
 
-# MAGIC %md ## Settings: where the data is and where the tables go
+# MAGIC %md ## Settings: where the data is, where the tables go, and any `--set` overrides
 
 # COMMAND ----------
 
-dbutils.widgets.text("train", "dbfs:/FileStore/tweets/train.csv")  # noqa: F821 (dbutils exists on Databricks)
-dbutils.widgets.text("score", "dbfs:/FileStore/tweets/unlabeled.csv")  # noqa: F821
-dbutils.widgets.text("out", "dbfs:/elmo-lake/tweets")  # noqa: F821
-dbutils.widgets.text("model", "")  # noqa: F821  (empty: the default model; or dbfs:/..., a TF Hub handle, ...)
-train_path, score_path, out = (dbutils.widgets.get(k) for k in ("train", "score", "out"))  # noqa: F821
+dbutils.widgets.text("train", "/Volumes/main/default/elmo_lake/tweets/train.csv")  # noqa: F821 (dbutils: Databricks)
+dbutils.widgets.text("score", "/Volumes/main/default/elmo_lake/tweets/unlabeled.csv")  # noqa: F821
+dbutils.widgets.text("out", "/Volumes/main/default/elmo_lake/out")  # noqa: F821
+dbutils.widgets.text("model", "")  # noqa: F821  (empty: the default model; or /Volumes/..., dbfs:/..., a hub handle)
+dbutils.widgets.text("classifier", "sklearn")  # noqa: F821  (sklearn on the driver, or spark: Spark ML)
+dbutils.widgets.text("settings", "")  # noqa: F821  (comma-separated section.key=value, e.g. embed.layer=all)
+train_path, score_path, out, engine = (dbutils.widgets.get(k) for k in ("train", "score", "out", "classifier"))  # noqa: F821
 model = dbutils.widgets.get("model") or None  # noqa: F821
+overrides = [s.strip() for s in dbutils.widgets.get("settings").split(",") if s.strip()]  # noqa: F821
 
 # COMMAND ----------
 
@@ -29,8 +41,10 @@ os.environ["ELMO_LAKE_HOME"] = repo
 
 from jobs.config import load_config  # noqa: E402
 from jobs.paths import default_model  # noqa: E402
+from jobs.session import is_connect  # noqa: E402
 
-cfg = load_config("databricks")
+cfg = load_config("databricks", overrides)
+print("Spark Connect session" if is_connect(spark) else "classic session", "| Delta engine:", cfg.delta.engine)  # noqa: F821
 
 # COMMAND ----------
 
@@ -40,13 +54,22 @@ cfg = load_config("databricks")
 
 from jobs import pipeline  # noqa: E402
 
-result = pipeline.run(spark, cfg, train_path, score_path, out.replace("dbfs:/", "/dbfs/"), model or default_model(), "spark")  # noqa: F821
+result = pipeline.run(spark, cfg, train_path, score_path, out, model or default_model(), engine)  # noqa: F821
 print("validation F1:", result["classifier"].metrics["validation"]["f1"])
+print("predictions:", result["predictions_csv"], "| report:", result["report_html"])
 
 # COMMAND ----------
 
 # MAGIC %md ## Query the embeddings with SQL
+# MAGIC The table is registered as a temporary view through elmo-lake's reader, so this works with the Delta
+# MAGIC connector and without it (serverless allows temporary views; it refuses global ones).
 
 # COMMAND ----------
 
-display(spark.sql(f"SELECT id, model_id, layer, pooling, dim, slice(embedding, 1, 5) AS head FROM delta.`{out}/train_embeddings` LIMIT 10"))  # noqa: F821
+from jobs.delta_tables import read_delta  # noqa: E402
+
+read_delta(spark, f"{out}/train_embeddings", cfg.delta.engine).createOrReplaceTempView("train_embeddings")  # noqa: F821
+head = spark.sql(  # noqa: F821
+    "SELECT id, model_id, layer, pooling, dim, slice(embedding, 1, 5) AS head FROM train_embeddings ORDER BY id LIMIT 10"
+)
+display(head)  # noqa: F821

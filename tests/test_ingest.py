@@ -124,3 +124,41 @@ def test_real_tweets_unlabeled_csv(spark, local_cfg, tmp_path):
     summary = run(spark, local_cfg, str(source), table, table + "_rejects")
     assert summary.added == 1953 and summary.rejected == {}
     assert all(d["label"] is None for d in documents(table).values())
+
+
+def test_bytes_that_are_not_utf8_are_rejected_or_decoded_never_corrupted(spark, local_cfg, tmp_path):
+    from jobs.config import load_config
+
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("id,label,text\n1,0,café au lait\n2,1,plain ascii\n".encode("latin-1"))
+    summary = run(spark, local_cfg, str(latin), str(tmp_path / "docs"), str(tmp_path / "rejects"))
+    assert summary.added == 1 and summary.rejected == {"not valid utf-8 (set ingest.encoding)": 1}
+    assert all("\ufffd" not in d["text"] for d in documents(str(tmp_path / "docs")).values())
+    rejected = DeltaTable(str(tmp_path / "rejects")).to_pyarrow_table().to_pylist()
+    assert [(r["id"], r["record"], r["reason"]) for r in rejected] == [
+        ("1", 1, "not valid utf-8 (set ingest.encoding)")
+    ]
+    decoded = load_config("local", ["delta.engine=delta-rs", "ingest.encoding=latin-1"])
+    again = run(spark, decoded, str(latin), str(tmp_path / "docs2"), str(tmp_path / "rejects2"))
+    assert again.added == 2 and documents(str(tmp_path / "docs2"))["1"]["text"] == "café au lait"
+    # a U+FFFD that really is in a UTF-8 input is kept: it is the input's
+    real = tmp_path / "real.csv"
+    real.write_text("id,text\n7,replacement \ufffd char\n", encoding="utf-8")
+    run(spark, local_cfg, str(real), str(tmp_path / "docs3"), str(tmp_path / "rejects3"))
+    assert documents(str(tmp_path / "docs3"))["7"]["text"] == "replacement \ufffd char"
+
+
+def test_empty_inputs_and_missing_columns_name_only_the_inputs_own(spark, local_cfg, tmp_path):
+    from jobs.errors import ConfigError
+
+    for name, content in (("empty.csv", ""), ("header.csv", "id,text\n")):
+        (tmp_path / name).write_text(content, encoding="utf-8")
+        with pytest.raises(InputError, match=f"no rows in {tmp_path / name}"):
+            run(spark, local_cfg, str(tmp_path / name), str(tmp_path / "t"), str(tmp_path / "r"))
+    (tmp_path / "cols.csv").write_text("key,body\n1,hello\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"\(columns: \['key', 'body'\]\)"):
+        run(spark, local_cfg, str(tmp_path / "cols.csv"), str(tmp_path / "t"), str(tmp_path / "r"))
+    from jobs.config import load_config
+
+    with pytest.raises(ConfigError, match="ingest.encoding: 'klingon' is not an encoding"):
+        run(spark, load_config("local", ["ingest.encoding=klingon"]), str(tmp_path / "cols.csv"), "t", "r")

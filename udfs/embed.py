@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +22,7 @@ import pyarrow as pa
 class EmbedSpec:
     """What the executors need to build the model and shape the output."""
 
-    model_dir: str  # a local path, or the name of an archive shipped with SparkContext.addArchive
+    model_dir: str  # a local path, or the name of an archive shipped with spark.addArtifacts(archive=True)
     shipped: bool
     layer: str
     pooling: str
@@ -50,22 +52,55 @@ def task_gpu() -> str | None:
     return gpu.addresses[0] if gpu and gpu.addresses else None
 
 
-def _prepare_backend(spec: EmbedSpec, threads: int) -> None:
+@contextmanager
+def quiet_cuda_probe(enabled: bool) -> Iterator[None]:
+    """Hide what the backend's CUDA probing writes to fd 2 while it starts, on a task without a GPU.
+
+    TensorFlow's CUDA builds print "failed call to cuInit ... UNKNOWN ERROR (303)" and friends straight to the
+    process's stderr when a machine has no GPU: noise in every CPU worker's log. A task that was given a GPU keeps
+    them (they are the cuDNN/driver hint when something is wrong), and if the start itself fails, what was hidden
+    is printed before the error.
+    """
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _prepare_backend(spec: EmbedSpec, threads: int, gpu: str | None) -> None:
     """Settings that only count before the backend is first imported in this worker."""
     os.environ.setdefault("KERAS_BACKEND", spec.backend)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX: no grabbing all GPU memory
-    if spec.backend == "tensorflow" and "tensorflow" not in sys.modules:
-        import tensorflow as tf
+    with quiet_cuda_probe(gpu is None):
+        if spec.backend == "tensorflow" and "tensorflow" not in sys.modules:
+            import tensorflow as tf
 
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
-    elif spec.backend == "torch":
-        import torch
+            for device in tf.config.list_physical_devices("GPU"):
+                tf.config.experimental.set_memory_growth(device, True)
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+        elif spec.backend == "torch":
+            import torch
 
-        torch.set_num_threads(threads)
+            torch.set_num_threads(threads)
+        elif spec.backend == "jax":
+            import jax
+
+            jax.devices()  # the backend's own probing happens here
 
 
 def get_model(spec: EmbedSpec, gpu: str | None):
@@ -78,7 +113,7 @@ def get_model(spec: EmbedSpec, gpu: str | None):
         return model
     ctx = TaskContext.get()
     threads = spec.threads or (ctx.cpus() if ctx else os.cpu_count() or 1)
-    _prepare_backend(spec, threads)
+    _prepare_backend(spec, threads, gpu)
     from udfs.elmo.model_source import ModelSource, load_model
 
     path = SparkFiles.get(spec.model_dir) if spec.shipped else spec.model_dir

@@ -1,0 +1,125 @@
+"""Start a local Spark Connect server (pyspark ships it): to try the jobs over Connect, and for the tests.
+
+    python -m jobs.connect_server [--port 15002] [--master local[2]] [--dir DIR]
+
+It listens on 127.0.0.1 only and runs in the foreground until Ctrl-C. Its Python workers use this Python
+environment (the pinned dependencies) but not this checkout: the jobs send their code as a Spark Connect
+artifact, as they must to a Databricks or any other remote server. Then, from another shell:
+
+    ./spark-submit.sh --remote sc://127.0.0.1:15002 jobs/pipeline.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from jobs.errors import ElmoLakeError
+from jobs.session import ensure_java
+
+SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+
+
+def server_command(port: int, master: str, settings: dict[str, str] | None = None) -> list[str]:
+    import pyspark
+
+    spark_home = os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
+    conf = {
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.ui.enabled": "false",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.python.worker.reuse": "true",
+        "spark.driver.memory": "4g",  # local mode: the executors live in the server's JVM
+        **(settings or {}),
+    }
+    command = [f"{spark_home}/bin/spark-submit", "--class", SERVER_CLASS, "--master", master]
+    for key, value in conf.items():
+        command += ["--conf", f"{key}={value}"]
+    return [*command, "spark-internal"]
+
+
+def server_env() -> dict[str, str]:
+    """This environment's Python for the workers, and nothing that would put a checkout on their path."""
+    ensure_java()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ELMO_LAKE_HOME", "SPARK_REMOTE")}
+    env.update(PYSPARK_PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
+    return env
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise ElmoLakeError(f"the Spark Connect server exited with code {process.returncode}: {tail}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    process.kill()
+    raise ElmoLakeError(f"the Spark Connect server did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(
+    port: int,
+    workdir: Path,
+    master: str = "local[2]",
+    settings: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.Popen:
+    """A server process listening on 127.0.0.1:port, its log in ``workdir/connect-server.log``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "connect-server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            server_command(port, master, settings),
+            cwd=workdir,
+            env=server_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    wait_for_port(port, process, timeout, log)
+    return process
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="connect_server", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=15002, help="port on 127.0.0.1 (default: %(default)s)")
+    parser.add_argument(
+        "--master", default="local[2]", help="the server's Spark master (default: %(default)s)"
+    )
+    parser.add_argument("--dir", default=None, help="working folder of the server (default: a temp folder)")
+    args = parser.parse_args(argv)
+    workdir = Path(args.dir or tempfile.mkdtemp(prefix="elmo-lake-connect-"))
+    try:
+        process = start_server(args.port, workdir, args.master)
+    except ElmoLakeError as exc:
+        print(f"connect_server: error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"Spark Connect server on sc://127.0.0.1:{args.port} (log: {workdir}/connect-server.log); Ctrl-C stops it"
+    )
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        process.wait(timeout=30)
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Faults with real processes: overlapping runs, kill -9 of a job while its tasks run and just before its commit,
+a Python worker killed mid-task, and table maintenance. After each: the table is at its previous version or
+complete, every id exactly once, and no orphan file once the next write ran."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+MODEL = str(ROOT / "models" / "elmo-tweets-small")
+WORDS = "my new phone battery died again today love the camera screen is great slow update broke it".split()
+
+
+def clean_table(path: Path, rows: int, start: int = 0) -> None:
+    """A clean table (as jobs/clean.py writes it) of generated token lists, ids start..start+rows-1."""
+    ids = [f"doc-{i}" for i in range(start, start + rows)]
+    tokens = [
+        [WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(8 + i % 17)] for i in range(start, start + rows)
+    ]
+    table = pa.table(
+        {
+            "id": ids,
+            "clean_text": [" ".join(t) for t in tokens],
+            "tokens": pa.array(tokens, pa.list_(pa.string())),
+            "empty": [False] * rows,
+            "clean_fingerprint": ["test"] * rows,
+        }
+    )
+    write_deltalake(str(path), table, mode="append")
+
+
+class Job:
+    """A launcher process in its own process group, whose output is read as it comes."""
+
+    def __init__(self, args: list[str], cwd: Path, **env: str):
+        full_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ELMO_LAKE_HOME")}
+        full_env.update(PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1", **env)
+        self.process = subprocess.Popen(
+            [str(ROOT / "spark-submit.sh"), *args],
+            cwd=cwd,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 300) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if text in line:
+                    return line
+            if self.process.poll() is not None:
+                self.reader.join(5)
+                raise AssertionError(
+                    f"exited ({self.process.returncode}) before {text!r}:\n{self.output[-3000:]}"
+                )
+            time.sleep(0.2)
+        raise AssertionError(f"no {text!r} within {timeout} s:\n{self.output[-3000:]}")
+
+    def finish(self, timeout: float = 600) -> str:
+        self.process.wait(timeout=timeout)
+        self.reader.join(10)
+        assert self.process.returncode == 0, self.output[-4000:]
+        return self.output
+
+    def kill_all(self) -> None:
+        """kill -9 of the whole job: the launcher's JVM, the driver and every Python worker."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=60)
+        self.reader.join(10)
+
+
+def embed_args(clean: Path, out: Path, *more: str) -> list[str]:
+    return ["jobs/embed.py", "--input", str(clean), "--output", str(out), "--model", MODEL, *more]
+
+
+def ids_in(table: Path) -> list[str]:
+    return DeltaTable(str(table)).to_pyarrow_table(columns=["id"]).column("id").to_pylist()
+
+
+def assert_no_orphans(table: Path) -> None:
+    """No staging left and every data file on disk is referenced by the table's current version."""
+    assert not (table / "_elmo_lake_staging").exists()
+    referenced = {
+        unquote(p) for p in pa.table(DeltaTable(str(table)).get_add_actions(flatten=True))["path"].to_pylist()
+    }
+    on_disk = {str(p.relative_to(table)) for p in table.rglob("*.parquet") if "_delta_log" not in p.parts}
+    assert on_disk == referenced, on_disk ^ referenced
+
+
+def test_two_embed_runs_at_once_write_every_id_exactly_once(tmp_path):
+    """The overlapping scheduled run: both read the same snapshot; the second to commit re-reads and adds nothing."""
+    clean, out = tmp_path / "clean", tmp_path / "emb"
+    clean_table(clean, 300)
+    for round_ in (1, 2):  # first into no table, then into a table that exists, after the input grew
+        if round_ == 2:
+            clean_table(clean, 200, start=300)
+        slow = Job(
+            embed_args(clean, out, "--set", "spark.master=local[1]"),
+            tmp_path,
+            ELMO_LAKE_PAUSE_BEFORE_COMMIT="75",
+        )
+        slow.wait_for("pausing")  # it has read the table and written its files; the other run starts now
+        fast = Job(embed_args(clean, out, "--set", "spark.master=local[1]"), tmp_path)
+        fast.finish()
+        output = slow.finish()
+        assert "another run committed to" in output and "nothing to embed" in output
+        ids = ids_in(out)
+        assert len(ids) == len(set(ids)) == (300 if round_ == 1 else 500)
+        assert "cuInit" not in output and "cuInit" not in fast.output  # CPU workers keep CUDA's probing quiet
+    assert_no_orphans(out)
+
+
+def prepared(spark, tmp_path: Path, rows: int = 2000) -> tuple[Path, Path, int]:
+    """A clean table and an embedding table at version 0 holding another set (pooling max) of its first ids."""
+    from jobs import embed
+    from jobs.config import load_config
+
+    clean, out = tmp_path / "clean", tmp_path / "emb"
+    clean_table(clean, rows)
+    first = tmp_path / "first"
+    clean_table(first, 20)
+    embed.run(
+        spark, load_config("local", ["delta.engine=delta-rs"]), str(first), str(out), MODEL, pooling="max"
+    )
+    return clean, out, DeltaTable(str(out)).version()
+
+
+def rerun_and_check(tmp_path: Path, clean: Path, out: Path, rows: int) -> None:
+    again = Job(
+        embed_args(clean, out, "--set", "spark.master=local[2]", "--set", "delta.staging_max_age_hours=0"),
+        tmp_path,
+    )
+    again.finish()
+    rows_out = DeltaTable(str(out)).to_pyarrow_table(columns=["id", "pooling"]).to_pylist()
+    mean_ids = [r["id"] for r in rows_out if r["pooling"] == "mean"]
+    assert len(mean_ids) == len(set(mean_ids)) == rows and sum(r["pooling"] == "max" for r in rows_out) == 20
+    assert_no_orphans(out)
+
+
+def test_kill_9_of_the_whole_job_while_its_tasks_run(spark, tmp_path):
+    clean, out, version = prepared(spark, tmp_path)
+    job = Job(embed_args(clean, out, "--set", "spark.master=local[2]"), tmp_path)
+    job.wait_for("runs ELMo")  # a worker has its model: tasks are embedding
+    time.sleep(2)
+    job.kill_all()
+    assert DeltaTable(str(out)).version() == version and len(ids_in(out)) == 20  # readers see nothing partial
+    rerun_and_check(tmp_path, clean, out, 2000)
+
+
+def test_kill_9_after_the_files_are_written_before_the_commit(spark, tmp_path):
+    clean, out, version = prepared(spark, tmp_path, rows=300)
+    job = Job(
+        embed_args(clean, out, "--set", "spark.master=local[2]"),
+        tmp_path,
+        ELMO_LAKE_PAUSE_BEFORE_COMMIT="600",
+    )
+    job.wait_for("pausing")
+    job.kill_all()
+    assert DeltaTable(str(out)).version() == version and len(ids_in(out)) == 20
+    left = [p for p in out.rglob("*.parquet") if "_delta_log" not in p.parts]
+    assert (out / "_elmo_lake_staging").exists() and len(
+        left
+    ) > 1  # the dead write's files are there, uncommitted
+    rerun_and_check(tmp_path, clean, out, 300)  # the next write removes them: staging max age 0 for the test
+
+
+def test_a_killed_python_worker_is_retried_by_spark(spark, tmp_path):
+    clean, out, _ = prepared(spark, tmp_path)
+    job = Job(embed_args(clean, out, "--set", "spark.master=local[2,4]"), tmp_path)  # 4 attempts per task
+    line = job.wait_for("runs ELMo")
+    pid = int(line.split("worker ")[1].split()[0])
+    os.kill(pid, signal.SIGKILL)  # mid-task: it has just loaded its model for the task's first batch
+    output = job.finish()
+    assert "embedded 2000 documents" in output
+    rows_out = DeltaTable(str(out)).to_pyarrow_table(columns=["id", "pooling"]).to_pylist()
+    mean_ids = [r["id"] for r in rows_out if r["pooling"] == "mean"]
+    assert len(mean_ids) == len(set(mean_ids)) == 2000
+    assert_no_orphans(out)
+
+
+def test_maintain_compacts_and_vacuums_without_changing_what_readers_see(spark, tmp_path):
+    from jobs import maintain
+    from jobs.config import load_config
+    from jobs.delta_tables import read_delta
+
+    table = tmp_path / "t"
+    for start in range(0, 50, 10):  # five incremental appends: five small files
+        clean_table(table, 10, start)
+    before = sorted(r["id"] for r in read_delta(spark, str(table), "delta-rs").collect())
+    cfg = load_config("local", ["delta.engine=delta-rs"])
+    with pytest.raises(Exception, match="below the table's retention"):
+        maintain.run(cfg, str(table), vacuum=True, retention_hours=1)
+    report = maintain.run(cfg, str(table), optimize=True, vacuum=True)
+    assert report.optimize["numFilesRemoved"] == 5 and report.optimize["numFilesAdded"] == 1
+    assert report.vacuum_files == [] and not report.applied  # dry run; and nothing is old enough yet
+    after_spark = sorted(r["id"] for r in read_delta(spark, str(table), "delta-rs").collect())
+    after_rs = sorted(DeltaTable(str(table)).to_pyarrow_table(columns=["id"]).column("id").to_pylist())
+    assert after_spark == after_rs == before
+    DeltaTable(str(table)).alter.set_table_properties(
+        {"delta.deletedFileRetentionDuration": "interval 0 hours"}
+    )
+    dry = maintain.run(cfg, str(table), vacuum=True)
+    assert len(dry.vacuum_files) == 5 and len(list(table.glob("*.parquet"))) == 6
+    applied = maintain.run(cfg, str(table), vacuum=True, apply=True)
+    assert (
+        sorted(applied.vacuum_files) == sorted(dry.vacuum_files) and len(list(table.glob("*.parquet"))) == 1
+    )
+    assert sorted(r["id"] for r in read_delta(spark, str(table), "delta-rs").collect()) == before
