@@ -18,8 +18,6 @@ product per Arrow batch and keeps its own top k; one merge picks the final k.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +32,7 @@ from jobs.delta_tables import read_delta, table_exists, write_delta
 from jobs.errors import InputError
 from jobs.paths import local_path
 from jobs.session import default_parallelism, get_spark, ship_code
+from jobs.sql import write_csv
 from jobs.train import select_embeddings
 
 OUTPUT_SCHEMA = "query string, query_id string, id string, rank int, score double, model_id string, layer string, pooling string"
@@ -258,15 +257,8 @@ def write_results(
         engine=cfg.delta.engine,
         description=RESULTS_DESCRIPTION,
     )
-    if csv_path:
-        rows = read_delta(spark, output, cfg.delta.engine).orderBy("query_id", "rank", "id").collect()
-        path = local_path(csv_path)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(f"{path}.tmp", "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(result.columns)
-            writer.writerows(tuple(r) for r in rows)
-        os.replace(f"{path}.tmp", path)
+    if csv_path:  # the table as written, in query and rank order
+        write_csv(read_delta(spark, output, cfg.delta.engine).orderBy("query_id", "rank", "id"), csv_path)
     return written.num_records
 
 
