@@ -117,10 +117,10 @@ def top_k(
 
     ship_code(spark)
     if files:
-        tasks = min(len(files), default_parallelism(spark) * 2)
-        paths = spark.createDataFrame([(i % tasks, f) for i, f in enumerate(files)], "task int, path string")
-        partial = paths.repartition(tasks, "task").mapInArrow(
-            make_file_topk_function(queries, query_ids, k, min_score, key["layer"], key["pooling"]),
+        tasks = min(len(files), default_parallelism(spark))
+        by_task = [files[i::tasks] for i in range(tasks)]  # one task per core, files dealt evenly
+        partial = spark.range(0, tasks, 1, tasks).mapInArrow(
+            make_file_topk_function(queries, query_ids, k, min_score, key["layer"], key["pooling"], by_task),
             TOPK_SCHEMA,
         )
     else:

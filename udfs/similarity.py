@@ -72,7 +72,7 @@ class TopK:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
-        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))
         scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0).astype(np.float32)
         scores = (vectors * scale[:, None]) @ self.queries32.T  # (rows, queries): the one product per block
         scores[norms == 0] = -np.inf  # rows without a direction never match
@@ -89,7 +89,11 @@ class TopK:
         keep &= np.isfinite(scores)
         if self.min_score is not None:
             keep &= scores >= self.min_score - SELECTION_MARGIN
-        rows, cols = np.nonzero(keep)
+        candidates = np.flatnonzero(
+            keep.any(axis=1)
+        )  # few rows hold a candidate of any query: look only there
+        rows, cols = np.nonzero(keep[candidates])
+        rows = candidates[rows]
         if len(rows) == 0:
             return
         exact = np.einsum("ij,ij->i", unit_rows(vectors[rows]), self.queries[cols])
@@ -151,24 +155,27 @@ def make_file_topk_function(
     min_score: float | None,
     layer: str,
     pooling: str,
+    files_by_task: list[list[str]],
 ):
-    """The ``mapInArrow`` body over (task, path) rows: each task reads its Parquet files with pyarrow, keeps the
-    set's rows (layer, pooling) and returns its top k of every query. Same results as ``make_topk_function``."""
+    """The ``mapInArrow`` body over ``spark.range(tasks)``: task i reads ``files_by_task[i]`` with pyarrow, keeps
+    the set's rows (layer, pooling) and returns its top k of every query. Same results as ``make_topk_function``."""
 
     def topk_files(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         best = TopK(queries, query_ids, k, min_score)
+        columns = ["id", "embedding", "layer", "pooling"]
         for batch in batches:
-            for path in batch.column("path").to_pylist():
-                columns = ["id", "embedding", "layer", "pooling"]
-                for part in pq.ParquetFile(path).iter_batches(batch_size=BLOCK_ROWS, columns=columns):
-                    mine = pc.and_(
-                        pc.equal(part.column("layer"), layer), pc.equal(part.column("pooling"), pooling)
-                    )
-                    ids, vectors = arrow_vectors(part.filter(mine))
-                    best.add(ids, vectors)
+            for task in batch.column("id").to_pylist():
+                for path in files_by_task[task]:
+                    # layer and pooling as dictionaries: the set's filter compares a few values, not every row's
+                    source = pq.ParquetFile(path, read_dictionary=["layer", "pooling"])
+                    for part in source.iter_batches(batch_size=BLOCK_ROWS, columns=columns):
+                        same_layer = pc.equal(part.column("layer"), layer)
+                        mine = pc.and_(same_layer, pc.equal(part.column("pooling"), pooling))
+                        ids, vectors = arrow_vectors(part.filter(mine))
+                        best.add(ids, vectors)
         yield best.batch()
 
     return topk_files
