@@ -21,7 +21,7 @@ from typing import Literal, TypeVar
 from urllib.parse import quote, unquote
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
@@ -34,7 +34,7 @@ from jobs.errors import (
     TableNotFoundError,
     UnsupportedTableError,
 )
-from jobs.paths import spark_path
+from jobs.paths import is_uri, local_path, spark_path
 
 Engine = Literal["delta-rs", "spark"]
 Result = TypeVar("Result")
@@ -135,17 +135,11 @@ def has_delta_connector(spark: SparkSession) -> bool:
 
 
 def table_uri(path: str) -> str:
-    """A path as delta-rs wants it: absolute local paths, URIs for object stores, /dbfs for DBFS."""
+    """A path as delta-rs wants it: URIs for object stores, else what local file I/O opens (/dbfs for DBFS)."""
     path = str(path)
-    if path.startswith("file://"):
-        path = path[len("file://") :]
-    elif path.startswith("file:"):
-        path = path[len("file:") :]
-    elif path.startswith("dbfs:/"):
-        path = "/dbfs/" + path[len("dbfs:/") :].lstrip("/")
-    if "://" in path:
+    if is_uri(path) and not path.startswith(("dbfs:", "file:")):
         return path.rstrip("/")
-    return os.path.abspath(path)
+    return local_path(path)
 
 
 def table_exists(spark: SparkSession, path: str, engine: str = "auto") -> bool:
@@ -345,8 +339,7 @@ def write_delta(
         description,
         target_file_rows,
         comments,
-        None if read_version == "any" else read_version,
-        read_version != "any",
+        read_version,
         staging_max_age_hours,
     )
 
@@ -401,15 +394,45 @@ def _check_still_at(
 
 def _current_version(spark: SparkSession, path: str, engine: str) -> int | None:
     if engine == "spark":
-        rows = spark.sql(f"DESCRIBE HISTORY delta.`{spark_path(path)}` LIMIT 1").collect()
-        return int(rows[0]["version"]) if rows else None
+        last = _last_commit(spark, path)
+        return int(last["version"]) if last is not None else None
     return table_version(path)
+
+
+def _last_commit(spark: SparkSession, path: str):
+    """The connector engine's newest history row of the table (version, operationMetrics, ...), or None."""
+    rows = spark.sql(f"DESCRIBE HISTORY delta.`{spark_path(path)}` LIMIT 1").collect()
+    return rows[0] if rows else None
+
+
+def _is_concurrent_commit(exc: Exception) -> bool:
+    """The connector's ConcurrentAppendException and friends (JVM classes, known by their text)."""
+    return "Concurrent" in str(exc) or "DELTA_CONCURRENT" in str(exc)
 
 
 def snapshot_version(spark: SparkSession, path: str, engine: str = "auto") -> int | None:
     """The table's current version (None if there is no table): read at it, then write with read_version=it."""
     resolved = resolve_engine(spark, engine)
     return _current_version(spark, path, resolved) if table_exists(spark, path, resolved) else None
+
+
+def rows_missing_from(
+    spark: SparkSession,
+    df: DataFrame,
+    path: str,
+    engine: str,
+    keys: list[str],
+    where: Column | None = None,
+) -> tuple[DataFrame, int | None]:
+    """The rows of ``df`` whose ``keys`` the table at ``path`` lacks (only its rows matching ``where`` count),
+    and the version that was read: the ``read_version`` of the incremental write that appends them."""
+    version = snapshot_version(spark, path, engine)
+    if version is None:
+        return df, None
+    present = read_delta(spark, path, engine, version=version)
+    if where is not None:
+        present = present.where(where)
+    return df.join(present.select(*keys), keys, "left_anti"), version
 
 
 def _merge_new_rows_with_spark(df: DataFrame, path: str, keys: list[str]) -> WriteResult:
@@ -424,14 +447,14 @@ def _merge_new_rows_with_spark(df: DataFrame, path: str, keys: list[str]) -> Wri
             f"MERGE INTO delta.`{spark_path(path)}` t USING {view} s ON {on} WHEN NOT MATCHED THEN INSERT *"
         )
     except Exception as exc:
-        if "Concurrent" in str(exc) or "DELTA_CONCURRENT" in str(exc):
+        if _is_concurrent_commit(exc):
             raise CommitConflictError(
                 f"another writer committed to {path} first: {str(exc).splitlines()[0]}; nothing was written, re-run"
             ) from exc
         raise
     finally:
         spark.catalog.dropTempView(view)
-    last = spark.sql(f"DESCRIBE HISTORY delta.`{spark_path(path)}` LIMIT 1").collect()[0]
+    last = _last_commit(spark, path)
     metrics = last["operationMetrics"] or {}
     return WriteResult(
         path,
@@ -494,7 +517,7 @@ def _write_with_spark(
         writer.save(spark_path(path))
     except Exception as exc:  # the connector's exceptions are JVM classes; map the ones users act on
         text = str(exc)
-        if "Concurrent" in text or "DELTA_CONCURRENT" in text:
+        if _is_concurrent_commit(exc):
             raise CommitConflictError(
                 f"another writer committed to {path} first: {text.splitlines()[0]}"
             ) from exc
@@ -503,7 +526,7 @@ def _write_with_spark(
                 f"data does not match the schema of Delta table {path}: {text.splitlines()[0]}"
             ) from exc
         raise
-    last = df.sparkSession.sql(f"DESCRIBE HISTORY delta.`{spark_path(path)}` LIMIT 1").collect()[0]
+    last = _last_commit(df.sparkSession, path)
     metrics = last["operationMetrics"] or {}
     return WriteResult(
         path, int(last["version"]), int(metrics.get("numFiles", 0)), int(metrics.get("numOutputRows", 0))
@@ -519,8 +542,7 @@ def _write_with_delta_rs(
     description: str | None,
     target_file_rows: int,
     comments: dict[str, str],
-    expected_version: int | None,
-    read_dependent: bool,
+    expected_version: int | None | Literal["any"],
     staging_max_age_hours: float,
 ) -> WriteResult:
     from deltalake import DeltaTable, Schema
@@ -530,6 +552,7 @@ def _write_with_delta_rs(
     uri = table_uri(path)
     # Read version fixed before any data is written: a commit by someone else since then is a conflict for
     # non-blind writes; a read-dependent write allows none at all (no retry on top of someone else's commit).
+    read_dependent = expected_version != "any"
     read_version = expected_version if read_dependent else (DeltaTable(uri).version() if exists else None)
     arrow_schema = to_delta_arrow_schema(to_arrow_schema(df.schema, timezone="UTC"))
     write_id = uuid.uuid4().hex[:16]

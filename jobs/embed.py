@@ -33,7 +33,7 @@ from pyspark.sql import functions as F
 
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import append_on_snapshot, read_delta, retry_once_on_conflict, snapshot_version
+from jobs.delta_tables import append_on_snapshot, read_delta, retry_once_on_conflict, rows_missing_from
 from jobs.errors import ConfigError, InputError
 from jobs.paths import default_model
 from jobs.session import default_parallelism, get_spark, release, reuse, runs_locally, ship_archive, ship_code
@@ -268,15 +268,8 @@ def _embed_missing(
     pooling: str,
 ) -> EmbedSummary:
     """Embed the ids the output lacks at its current version, and commit only on top of that version."""
-    engine = cfg.delta.engine
-    version = snapshot_version(spark, output_table, engine)
-    if version is not None:
-        done = (
-            read_delta(spark, output_table, engine, version=version)
-            .where(embedding_set(model.model_id, layer, pooling))
-            .select("id")
-        )
-        clean = clean.join(done, "id", "left_anti")
+    this_set = embedding_set(model.model_id, layer, pooling)
+    clean, version = rows_missing_from(spark, clean, output_table, cfg.delta.engine, ["id"], this_set)
     clean = reuse(clean)  # counted, then embedded: cheap to recompute where it cannot be cached
     counts = clean.select(
         F.count("*").alias("rows"),

@@ -24,7 +24,7 @@ from pyspark.sql import types as T
 
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import append_on_snapshot, read_delta, retry_once_on_conflict, snapshot_version
+from jobs.delta_tables import append_on_snapshot, retry_once_on_conflict, rows_missing_from
 from jobs.errors import ConfigError, InputError
 from jobs.paths import default_sample, spark_path
 from jobs.session import get_spark, release, reuse
@@ -266,13 +266,7 @@ def _append_new_documents(
     source: str,
 ) -> None:
     """Append the valid documents whose id the table lacks at its current version, on top of that version only."""
-    engine = cfg.delta.engine
-    version = snapshot_version(spark, table, engine)
-    new_docs = documents_of(checked)
-    if version is not None:
-        new_docs = new_docs.join(
-            read_delta(spark, table, engine, version=version).select("id"), "id", "left_anti"
-        )
+    new_docs, version = rows_missing_from(spark, documents_of(checked), table, cfg.delta.engine, ["id"])
     new_docs = reuse(new_docs)  # counted, then written
     try:
         summary.added = new_docs.count()
@@ -289,15 +283,10 @@ def _append_new_documents(
 
 def _append_new_rejects(spark: SparkSession, cfg: Config, checked: DataFrame, rejects_table: str) -> None:
     """Append the rejects not recorded yet (same file, record and reason), on top of the version read."""
-    engine = cfg.delta.engine
     keys = ["source_file", "record", "reason"]
-    version = snapshot_version(spark, rejects_table, engine)
-    rejects = rejects_of(checked)
-    if version is not None:
-        seen = read_delta(spark, rejects_table, engine, version=version).select(*keys)
-        rejects = rejects.join(seen, keys, "left_anti")
-        if rejects.limit(1).count() == 0:
-            return
+    rejects, version = rows_missing_from(spark, rejects_of(checked), rejects_table, cfg.delta.engine, keys)
+    if version is not None and rejects.limit(1).count() == 0:
+        return
     append_on_snapshot(rejects, rejects_table, cfg, version, keys, REJECTS_DESCRIPTION)
 
 

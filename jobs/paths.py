@@ -57,9 +57,9 @@ def local_path(path: str) -> str:
     if path.startswith("dbfs:"):
         return "/dbfs/" + path[len("dbfs:") :].lstrip("/")
     if path.startswith("file://"):
-        return path[len("file://") :]
+        return os.path.abspath(path[len("file://") :])
     if path.startswith("file:"):
-        return path[len("file:") :]
+        return os.path.abspath(path[len("file:") :])
     if is_uri(path):
         from jobs.errors import InputError
 

@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from jobs.classifier import Classifier
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import append_on_snapshot, read_delta, retry_once_on_conflict, snapshot_version
+from jobs.delta_tables import append_on_snapshot, read_delta, retry_once_on_conflict, rows_missing_from
 from jobs.embed import embedding_set
 from jobs.errors import InputError
 from jobs.paths import local_path
@@ -83,15 +83,10 @@ def _append_missing(
     spark: SparkSession, cfg: Config, predictions: DataFrame, output: str, classifier_id: str
 ) -> int:
     """Append the ids the output lacks for this classifier at its current version, on top of that version."""
-    engine = cfg.delta.engine
-    version = snapshot_version(spark, output, engine)
-    if version is not None:
-        done = (
-            read_delta(spark, output, engine, version=version)
-            .where(F.col("classifier_id") == classifier_id)
-            .select("id")
-        )
-        predictions = predictions.join(done, "id", "left_anti")
+    this_classifier = F.col("classifier_id") == classifier_id
+    predictions, version = rows_missing_from(
+        spark, predictions, output, cfg.delta.engine, ["id"], this_classifier
+    )
     predictions = reuse(predictions)  # counted, then written: SQL scoring, cheap to recompute
     try:
         added = predictions.count()

@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import read_delta, table_exists, write_delta
+from jobs.delta_tables import read_delta, write_delta
 from jobs.errors import InputError
 from jobs.paths import local_path
 from jobs.session import default_parallelism, get_spark, ship_code
@@ -66,14 +66,22 @@ def query_rows(emb: DataFrame, ids: list[str]) -> tuple[list[str], np.ndarray]:
     return ids, np.asarray([rows[i] for i in ids], dtype=np.float32)
 
 
+def driver_model(spark: SparkSession | None, cfg: Config, model_spec: str | None):
+    """The model a spec names, resolved as the embed stage does, and loaded here on the driver."""
+    from jobs.embed import resolve_model
+    from udfs.elmo.model_source import ModelSource, load_model
+
+    model = resolve_model(model_spec or cfg.embed.model, cfg.embed.hub_signature, spark, cfg.embed.backend)
+    source = ModelSource(model.directory, model.kind, model.directory)
+    return model, load_model(source, cfg.embed.token_budget, model.signature, model_id=model.model_id)
+
+
 def text_queries(cfg: Config, texts: list[str], key: dict, model_spec: str | None) -> np.ndarray:
     """Texts cleaned as the clean stage does and embedded with the set's model, layer and pooling, here."""
     from jobs.clean import check_spacy, clean_settings
-    from jobs.embed import resolve_model
     from udfs.clean import clean_texts
-    from udfs.elmo.model_source import load_model
 
-    model = resolve_model(model_spec or cfg.embed.model, cfg.embed.hub_signature, None, cfg.embed.backend)
+    model, elmo = driver_model(None, cfg, model_spec)
     if model.model_id != key["model_id"]:
         raise InputError(
             f"--model {model_spec or 'default'} is {model.model_id}, but the embedding set was made with "
@@ -82,14 +90,6 @@ def text_queries(cfg: Config, texts: list[str], key: dict, model_spec: str | Non
     settings = clean_settings(cfg)
     spacy_model, _ = check_spacy(settings)
     tokens = clean_texts(texts, settings, None if spacy_model == "none" else spacy_model)
-    from udfs.elmo.model_source import ModelSource
-
-    elmo = load_model(
-        ModelSource(model.directory, model.kind, model.directory),
-        cfg.embed.token_budget,
-        model.signature,
-        model_id=model.model_id,
-    )
     vectors = elmo.embed(tokens, layer=key["layer"], pooling=key["pooling"])
     empty = [texts[i] for i, t in enumerate(tokens) if not t]
     if empty:
@@ -207,8 +207,6 @@ def word_neighbours(
     min_score: float | None,
 ) -> tuple[list[tuple], str]:
     """Each word's k nearest vocabulary words by their context-free token vectors (layer word_emb)."""
-    from jobs.embed import resolve_model
-    from udfs.elmo.model_source import ModelSource, load_model
     from udfs.similarity import TopK
 
     clean = read_delta(spark, vocabulary, cfg.delta.engine)
@@ -220,19 +218,11 @@ def word_neighbours(
     unknown = [w for w in words if w not in set(vocab)]
     if unknown:
         log("similar", f"not in the vocabulary (embedded all the same): {', '.join(unknown)}")
-    model = resolve_model(model_spec or cfg.embed.model, cfg.embed.hub_signature, spark, cfg.embed.backend)
-    elmo = load_model(
-        ModelSource(model.directory, model.kind, model.directory),
-        cfg.embed.token_budget,
-        model.signature,
-        model_id=model.model_id,
-    )
+    model, elmo = driver_model(spark, cfg, model_spec)
     log("similar", f"embedding {len(vocab)} vocabulary words once each (layer word_emb)")
     vectors = np.asarray(elmo.embed([[w] for w in vocab], layer="word_emb", pooling="mean"), dtype=np.float32)
     queries = np.asarray(elmo.embed([[w] for w in words], layer="word_emb", pooling="mean"), dtype=np.float32)
-    from udfs.similarity import unit_rows
-
-    best = TopK(unit_rows(queries), list(words), k, min_score)
+    best = TopK(queries, list(words), k, min_score)  # TopK scales the queries to unit length itself
     best.add(np.asarray(vocab, dtype=str), vectors)
     found = sorted(
         zip(best.query.tolist(), best.ids.tolist(), best.scores.tolist(), strict=True),
@@ -249,14 +239,9 @@ def word_neighbours(
 def write_results(
     spark: SparkSession, cfg: Config, result: DataFrame, output: str, csv_path: str | None
 ) -> int:
-    exists = table_exists(spark, output, cfg.delta.engine)
     written = write_delta(
-        result,
-        output,
-        mode="overwrite" if exists else "error",
-        engine=cfg.delta.engine,
-        description=RESULTS_DESCRIPTION,
-    )
+        result, output, mode="overwrite", engine=cfg.delta.engine, description=RESULTS_DESCRIPTION
+    )  # results of the newest query replace the last; a missing table is created
     if csv_path:  # the table as written, in query and rank order
         write_csv(read_delta(spark, output, cfg.delta.engine).orderBy("query_id", "rank", "id"), csv_path)
     return written.num_records
