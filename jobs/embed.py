@@ -40,7 +40,7 @@ from jobs.session import default_parallelism, get_spark, release, reuse, runs_lo
 from udfs.elmo.hub_runner import hub_model_id
 from udfs.elmo.model_source import resolve
 from udfs.elmo.options import BilmOptions, ModelFormatError
-from udfs.elmo.runtime import model_files, model_id_of
+from udfs.elmo.runtime import model_files, model_id_of, with_precision
 from udfs.embed import EmbedSpec, make_embed_function
 
 EMBEDDINGS_DESCRIPTION = (
@@ -82,11 +82,16 @@ class ResolvedModel:
 
 
 def resolve_model(
-    spec: str, signature: str = "tokens", spark: SparkSession | None = None, backend: str = "tensorflow"
+    spec: str,
+    signature: str = "tokens",
+    spark: SparkSession | None = None,
+    backend: str = "tensorflow",
+    precision: str = "float32",
 ) -> ResolvedModel:
     """Any model spec (see ``udfs/elmo/model_source.py``) as a local folder, checked on the driver before any task.
 
     Hub handles are downloaded here (into $TFHUB_CACHE_DIR), Hadoop paths copied here; executors get the folder.
+    The model_id names the precision too (``with_precision``): reduced-precision vectors are another set.
     """
     spec = spec or default_model()
     fetch = (lambda remote: copy_from_hadoop(spark, remote)) if spark is not None else None
@@ -101,6 +106,14 @@ def resolve_model(
                         "and embed with the converted folder"
                     ]
                 )
+            if precision != "float32":
+                raise ConfigError(
+                    [
+                        f"embed.precision is {precision!r}, but {spec} is a TF Hub module, which runs its own "
+                        "graph in float32: set embed.precision=float32, or convert it once with python -m "
+                        "jobs.hub_convert and embed with the converted folder"
+                    ]
+                )
             return ResolvedModel(
                 source.path, hub_model_id(source.path, signature), hub_dim(source.path), "hub", signature
             )
@@ -108,12 +121,13 @@ def resolve_model(
         options = BilmOptions.load(options_path)
     except ModelFormatError as exc:
         raise InputError(f"--model {spec}: {exc}") from None
-    return ResolvedModel(source.path, model_id_of(options, weights_path), options.output_dim)
+    model_id = with_precision(model_id_of(options, weights_path), precision)
+    return ResolvedModel(source.path, model_id, options.output_dim)
 
 
 def hub_dim(folder: str) -> int:
     """Width of a hub module's vectors, from its variables' shapes (no graph is loaded on the driver)."""
-    from jobs.hub_layout import ModuleVariables, infer_options
+    from udfs.elmo.hub_layout import ModuleVariables, infer_options
 
     variables = ModuleVariables.read(folder)
     options = variables.stored_options() or infer_options(variables.shapes)
@@ -246,7 +260,9 @@ def run(
     engine = cfg.delta.engine
     layer = layer or cfg.embed.layer
     pooling = pooling or cfg.embed.pooling
-    model = resolve_model(model_spec or cfg.embed.model, cfg.embed.hub_signature, spark, cfg.embed.backend)
+    model = resolve_model(
+        model_spec or cfg.embed.model, cfg.embed.hub_signature, spark, cfg.embed.backend, cfg.embed.precision
+    )
     clean = read_delta(spark, input_table, engine)
     if "tokens" not in clean.columns or "id" not in clean.columns:
         raise InputError(
@@ -295,6 +311,8 @@ def _embed_missing(
         token_budget=cfg.embed.token_budget,
         backend=cfg.embed.backend,
         threads=cfg.embed.threads_per_task,
+        token_cache_mb=cfg.embed.token_cache_mb,
+        precision=cfg.embed.precision,
     )
     partitions = cfg.embed.partitions or default_parallelism(spark)
     log(

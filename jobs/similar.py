@@ -71,9 +71,18 @@ def driver_model(spark: SparkSession | None, cfg: Config, model_spec: str | None
     from jobs.embed import resolve_model
     from udfs.elmo.model_source import ModelSource, load_model
 
-    model = resolve_model(model_spec or cfg.embed.model, cfg.embed.hub_signature, spark, cfg.embed.backend)
+    model = resolve_model(
+        model_spec or cfg.embed.model, cfg.embed.hub_signature, spark, cfg.embed.backend, cfg.embed.precision
+    )
     source = ModelSource(model.directory, model.kind, model.directory)
-    return model, load_model(source, cfg.embed.token_budget, model.signature, model_id=model.model_id)
+    return model, load_model(
+        source,
+        cfg.embed.token_budget,
+        model.signature,
+        model_id=model.model_id,
+        token_cache_mb=cfg.embed.token_cache_mb,
+        precision=cfg.embed.precision,
+    )
 
 
 def text_queries(cfg: Config, texts: list[str], key: dict, model_spec: str | None) -> np.ndarray:

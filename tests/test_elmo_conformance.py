@@ -16,11 +16,12 @@ from tests.elmo_fixture import REFERENCE_TOL, fixture_dir, reference_batches, re
 TOLERANCE = REFERENCE_TOL
 
 
-@pytest.fixture(scope="module")
-def elmo():
+@pytest.fixture(scope="module", params=["token cache on", "token cache off"])
+def elmo(request):
+    """The fixture model, with the token cache on (the default) and off: every promise holds either way."""
     from udfs.elmo import load_elmo
 
-    return load_elmo(fixture_dir())
+    return load_elmo(fixture_dir(), token_cache_mb=-1 if request.param == "token cache on" else 0)
 
 
 def test_stateful_runs_reproduce_all_ten_reference_batches(elmo):

@@ -13,11 +13,12 @@ def sentences() -> list[list[str]]:
     return [s.split() for group in reference_sentences() for s in group]
 
 
-@pytest.fixture(scope="module")
-def elmo():
+@pytest.fixture(scope="module", params=["token cache on", "token cache off"])
+def elmo(request):
+    """The fixture model, with the token cache on (the default) and off: every promise holds either way."""
     from udfs.elmo import load_elmo
 
-    return load_elmo(fixture_dir())
+    return load_elmo(fixture_dir(), token_cache_mb=-1 if request.param == "token cache on" else 0)
 
 
 def embed_with(elmo, sentences, budget, max_rows=None, **kwargs):

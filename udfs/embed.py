@@ -32,6 +32,8 @@ class EmbedSpec:
     model_kind: str = "native"  # or "hub": a TF Hub module, run by the hub runner (TensorFlow)
     signature: str = "tokens"  # the hub module's signature
     model_id: str = ""  # as the driver computed it ("" = compute on the worker)
+    token_cache_mb: int = -1  # the runtime's token cache (-1 = sized for the machine, 0 = off)
+    precision: str = "float32"
 
     @property
     def token_level(self) -> bool:
@@ -107,7 +109,16 @@ def get_model(spec: EmbedSpec, gpu: str | None):
     """The worker's model for ``spec`` on the task's device: built on first use, then reused by every task."""
     from pyspark import SparkFiles, TaskContext
 
-    key = (spec.model_dir, spec.model_kind, spec.signature, spec.token_budget, spec.backend, gpu)
+    key = (
+        spec.model_dir,
+        spec.model_kind,
+        spec.signature,
+        spec.token_budget,
+        spec.backend,
+        spec.token_cache_mb,
+        spec.precision,
+        gpu,
+    )
     model = _MODELS.get(key)
     if model is not None:
         return model
@@ -119,17 +130,39 @@ def get_model(spec: EmbedSpec, gpu: str | None):
     path = SparkFiles.get(spec.model_dir) if spec.shipped else spec.model_dir
     with _device_scope(spec.backend, gpu):
         source = ModelSource(path, spec.model_kind, path)
-        model = load_model(source, spec.token_budget, spec.signature, model_id=spec.model_id or None)
-    where = f"GPU {gpu}" if gpu is not None else "CPU (no GPU assigned to this task)"
+        model = load_model(
+            source,
+            spec.token_budget,
+            spec.signature,
+            model_id=spec.model_id or None,
+            token_cache_mb=spec.token_cache_mb,
+            precision=spec.precision,
+        )
+    where = placement(spec.backend, gpu, model.device)
     if where not in _ANNOUNCED:
         _ANNOUNCED.add(where)
         print(
             f"elmo-lake embed: worker {os.getpid()} runs ELMo {model.model_id} ({spec.model_kind}) on {where}, "
-            f"backend {model.backend}, {threads} thread(s)",
+            f"backend {model.backend}, {threads} thread(s), {spec.precision}",
             file=sys.stderr,
         )
     _MODELS[key] = model
     return model
+
+
+def placement(backend: str, gpu: str | None, device: str) -> str:
+    """Where a worker's model runs, in words: the GPU address Spark gave its task, and the device it got."""
+    if gpu is None:
+        return "CPU (no GPU assigned to this task)"
+    if device.lower().startswith(("gpu", "cuda")):
+        return f"GPU {gpu} ({_device_name(backend, gpu)})"
+    # Spark's scheduler assigned an address, but the backend sees no GPU (a discovery script that lists
+    # addresses on a machine without one): TensorFlow's soft placement runs the work on the CPU
+    return f"GPU {gpu} ({_device_name(backend, gpu)} requested; {backend} sees no GPU, so it runs on the CPU)"
+
+
+def _device_name(backend: str, gpu: str) -> str:
+    return {"tensorflow": f"/GPU:{gpu}", "torch": f"cuda:{gpu}"}.get(backend, f"device {gpu}")
 
 
 class _device_scope:
@@ -177,14 +210,17 @@ def make_embed_function(spec: EmbedSpec):
     column = "token_embeddings" if spec.token_level else "embedding"
 
     def embed_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        model = None
+        model, rows, n_tokens, before = None, 0, 0, None
         for batch in batches:
             if batch.num_rows == 0:
                 continue
             if model is None:
                 gpu = task_gpu()
                 model = get_model(spec, gpu)
+                before = cache_counts(model)
             tokens = batch.column("tokens").to_pylist()
+            rows += batch.num_rows
+            n_tokens += sum(len(t) for t in tokens if t)
             sentences = [t or [] for t in tokens]
             with _device_scope(spec.backend, gpu):
                 vectors = model.embed(sentences, layer=spec.layer, pooling=spec.pooling)
@@ -194,5 +230,31 @@ def make_embed_function(spec: EmbedSpec):
             yield pa.RecordBatch.from_arrays(
                 [batch.column("id"), vectors_to_arrow(vectors, spec.token_level)], names=["id", column]
             )
+        if model is not None:
+            print(task_summary(model, gpu, rows, n_tokens, before), file=sys.stderr, flush=True)
 
     return embed_batches
+
+
+def cache_counts(model) -> tuple[int, int]:
+    cache = getattr(model, "token_cache", None)
+    return (cache.hits, cache.misses) if cache is not None else (0, 0)
+
+
+def task_summary(model, gpu: str | None, rows: int, tokens: int, before: tuple[int, int]) -> str:
+    """The worker's line at the end of a task: where it ran, what it did, how the token cache served it."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    task = f"task {ctx.taskAttemptId()} (partition {ctx.partitionId()})" if ctx else "task"
+    device = f"GPU {gpu}" if gpu is not None else "CPU"
+    line = f"elmo-lake embed: {task} on {device}, worker {os.getpid()}: {rows} rows, {tokens} tokens"
+    cache = getattr(model, "token_cache", None)
+    if cache is None or not cache.enabled:
+        return line + ", token cache off"
+    hits, misses = cache.hits - before[0], cache.misses - before[1]
+    rate = hits / (hits + misses) if hits + misses else 0.0
+    return (
+        line + f", token cache hit rate {rate:.1%} ({len(cache):,} tokens, {cache.nbytes / (1 << 20):.1f} of "
+        f"{cache.max_bytes / (1 << 20):.0f} MB)"
+    )

@@ -49,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument(
         "--backend", choices=["tensorflow", "jax", "torch"], default=None, help="Keras backend"
     )
+    embed.add_argument(
+        "--token-cache-mb",
+        type=int,
+        default=-1,
+        help="token cache: MB of distinct tokens' context-free vectors kept for reuse (-1 = sized for the "
+        "machine, the default; 0 = off)",
+    )
+    embed.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="compute precision of the native runtime (float32 is exact; the others change the vectors)",
+    )
 
     commands.add_parser("bench", help="speed, memory and FLOP utilisation; `bench --help` for its options")
     return parser
@@ -75,7 +88,14 @@ def embed(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     budget = args.token_budget or DEFAULT_TOKEN_BUDGET
     if args.options and args.weights:
-        elmo = load_elmo(args.model or ".", args.options, args.weights, token_budget=budget)
+        elmo = load_elmo(
+            args.model or ".",
+            args.options,
+            args.weights,
+            token_budget=budget,
+            token_cache_mb=args.token_cache_mb,
+            precision=args.precision,
+        )
         elmo.max_rows = args.batch_size
     else:
         source = resolve(args.model)
@@ -83,7 +103,14 @@ def embed(args: argparse.Namespace) -> int:
             raise SystemExit(
                 "embed: --stateful needs a native model (convert the module with jobs.hub_convert)"
             )
-        elmo = load_model(source, budget, args.signature, max_rows=args.batch_size)
+        elmo = load_model(
+            source,
+            budget,
+            args.signature,
+            max_rows=args.batch_size,
+            token_cache_mb=args.token_cache_mb,
+            precision=args.precision,
+        )
     sentences = read_sentences(args.input)
     print(
         f"embed: {len(sentences)} sentences, model {elmo.model_id}, backend {elmo.backend} on {elmo.device}",
@@ -101,7 +128,13 @@ def embed(args: argparse.Namespace) -> int:
     np.savez(args.output, **{str(i): v for i, v in enumerate(vectors)})
     tokens = sum(len(s) for s in sentences)
     took = time.perf_counter() - start
-    print(f"embed: wrote {args.output} ({tokens} tokens in {took:.1f} s)", file=sys.stderr)
+    cache = getattr(elmo, "token_cache", None)
+    served = (
+        f"; token cache hit rate {cache.stats()['hit_rate']:.1%}, {len(cache):,} tokens"
+        if cache is not None and cache.enabled and not args.stateful
+        else "; token cache off"
+    )
+    print(f"embed: wrote {args.output} ({tokens} tokens in {took:.1f} s{served})", file=sys.stderr)
     return 0
 
 

@@ -1,12 +1,15 @@
-"""ELMo runtime benchmark: tokens/s, sentences/s, peak memory and effective FLOP utilisation.
+"""ELMo runtime benchmark: tokens/s with the token cache off and on, its hit rate, peak memory, FLOP utilisation.
 
     python -m udfs.elmo bench [--arch fixture,small,original] [--token-budget 1024,2048,4096]
-                              [--backend tensorflow] [--tokens 6000]
+                              [--backend tensorflow] [--tokens 20000] [--text tweets|synthetic]
 
 Each (architecture, budget) runs in a fresh process, so its peak memory (max RSS) is its own. Weights are random
-with the real shapes. FLOPs per token follow ``BilmOptions.flops_per_token`` (multiply-adds x 2 of the char CNN,
-highway, projection and both directions of every LSTM layer); utilisation = FLOPs/token x tokens/s / the peak
-matrix-multiply FLOP/s measured in the same process on the same backend.
+with the real shapes. The text is real tweets (``../shared/data/tweets/train.csv``, split into words and
+punctuation as written) when that file is there, else synthetic tweet-like sentences (random letters, so far
+fewer repeated tokens than real text). The same sentences run with the token cache off, then on (starting
+empty), in the same process. FLOPs per token follow ``BilmOptions.flops_per_token`` (multiply-adds x 2 of the
+char CNN, highway, projection and both directions of every LSTM layer); utilisation (cache off) = FLOPs/token x
+tokens/s / the peak matrix-multiply FLOP/s measured in the same process on the same backend.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 FILTERS = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]
 ARCHITECTURES = {
@@ -92,6 +96,32 @@ def synthetic_sentences(n_tokens: int, seed: int = 0) -> list[list[str]]:
     return sentences
 
 
+TWEETS = Path(__file__).resolve().parents[3] / "shared" / "data" / "tweets" / "train.csv"
+
+
+def tweet_sentences(n_tokens: int, path: Path = TWEETS) -> list[list[str]]:
+    """Real tweets in file order, split into words and punctuation, adding up to about ``n_tokens`` tokens."""
+    import csv
+    import re
+
+    sentences, total = [], 0
+    with open(path, encoding="utf-8", newline="") as fin:
+        for row in csv.DictReader(fin):
+            tokens = re.findall(r"\w+|[^\w\s]+", row["tweet"])
+            if tokens:
+                sentences.append(tokens)
+                total += len(tokens)
+            if total >= n_tokens:
+                break
+    return sentences
+
+
+def bench_text(kind: str, n_tokens: int) -> tuple[str, list[list[str]]]:
+    if kind == "tweets" and TWEETS.is_file():
+        return "tweets", tweet_sentences(n_tokens)
+    return "synthetic", synthetic_sentences(n_tokens)
+
+
 def peak_matmul_flops(backend: str, size: int = 2048, repeats: int = 10) -> float:
     """Best FLOP/s of a float32 size^3 matrix product on this backend."""
     import numpy as np
@@ -118,21 +148,26 @@ def peak_matmul_flops(backend: str, size: int = 2048, repeats: int = 10) -> floa
     return 2 * size**3 / best
 
 
-def run_one(arch: str, token_budget: int, n_tokens: int) -> dict:
+def run_one(arch: str, token_budget: int, n_tokens: int, text: str = "tweets") -> dict:
     from udfs.elmo.options import BilmOptions
     from udfs.elmo.runtime import Elmo
+    from udfs.elmo.token_cache import TokenCache
     from udfs.elmo.weights import random_arrays
 
     opts = BilmOptions.from_json(ARCHITECTURES[arch])
     elmo = Elmo(opts, random_arrays(opts), token_budget=token_budget, model_id=f"random-{arch}")
-    sentences = synthetic_sentences(n_tokens)
-    elmo.embed(
-        synthetic_sentences(min(n_tokens, 400), seed=1), layer="elmo", pooling="mean"
-    )  # compile, warm up
-    start = time.perf_counter()
-    elmo.embed(sentences, layer="elmo", pooling="mean")
-    took = time.perf_counter() - start
+    cache = elmo.token_cache
+    text, sentences = bench_text(text, n_tokens)
     tokens = sum(len(s) for s in sentences)
+    warm_up = synthetic_sentences(min(n_tokens, 400), seed=1)
+    timings = {}
+    for label, cache_now in (("off", TokenCache(opts.projection_dim, 0)), ("on", cache)):
+        elmo.token_cache = cache_now
+        elmo.embed(warm_up, layer="elmo", pooling="mean")  # compile, warm up
+        cache_now.__init__(cache_now.dim, cache_now.max_bytes)  # start empty, count from zero
+        start = time.perf_counter()
+        elmo.embed(sentences, layer="elmo", pooling="mean")
+        timings[label] = time.perf_counter() - start
     peak = peak_matmul_flops(elmo.backend)
     flops = opts.flops_per_token()
     return {
@@ -140,14 +175,21 @@ def run_one(arch: str, token_budget: int, n_tokens: int) -> dict:
         "backend": elmo.backend,
         "device": elmo.device,
         "token_budget": token_budget,
+        "text": text,
         "sentences": len(sentences),
         "tokens": tokens,
-        "seconds": round(took, 3),
-        "tokens_per_s": round(tokens / took, 1),
-        "sentences_per_s": round(len(sentences) / took, 2),
+        "distinct_tokens": len({t for s in sentences for t in s}),
+        "seconds_off": round(timings["off"], 3),
+        "seconds_on": round(timings["on"], 3),
+        "tokens_per_s_off": round(tokens / timings["off"], 1),
+        "tokens_per_s": round(tokens / timings["on"], 1),
+        "speedup": round(timings["off"] / timings["on"], 3),
+        "hit_rate": round(cache.stats()["hit_rate"], 4),
+        "cache_mb": round(cache.nbytes / (1 << 20), 1),
+        "sentences_per_s": round(len(sentences) / timings["on"], 2),
         "flops_per_token": flops,
         "peak_matmul_gflops": round(peak / 1e9, 1),
-        "utilisation": round(flops * tokens / took / peak, 3),
+        "utilisation": round(flops * tokens / timings["off"] / peak, 3),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
     }
 
@@ -158,13 +200,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-budget", default="1024,2048,4096")
     parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "tensorflow"))
     parser.add_argument("--tokens", type=int, default=20000, help="tokens embedded per measurement")
+    parser.add_argument(
+        "--text",
+        choices=["tweets", "synthetic"],
+        default="tweets",
+        help="real tweets from ../shared/data/tweets (the default, when there) or synthetic sentences",
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(args.arch, int(args.token_budget), args.tokens)))
+        print(json.dumps(run_one(args.arch, int(args.token_budget), args.tokens, args.text)))
         return 0
     print(
-        f"{'arch':9} {'backend':10} {'device':6} {'budget':>6} {'tokens/s':>10} {'sent/s':>8} "
+        f"{'arch':9} {'backend':10} {'device':6} {'budget':>6} {'text':9} {'tokens':>7} {'distinct':>8} "
+        f"{'tok/s off':>9} {'tok/s on':>9} {'speed-up':>8} {'hit rate':>8} {'cache':>7} "
         f"{'GFLOP/tok':>9} {'peak GF/s':>9} {'util':>6} {'peak RSS':>8}"
     )
     for arch in args.arch.split(","):
@@ -181,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                 budget,
                 "--tokens",
                 str(args.tokens),
+                "--text",
+                args.text,
             ]
             env = dict(os.environ, KERAS_BACKEND=args.backend, TF_CPP_MIN_LOG_LEVEL="2")
             done = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -189,9 +240,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
             print(
-                f"{r['arch']:9} {r['backend']:10} {r['device'][:6]:6} {r['token_budget']:>6} "
-                f"{r['tokens_per_s']:>10,.0f} {r['sentences_per_s']:>8,.1f} {r['flops_per_token'] / 1e9:>9.3f} "
-                f"{r['peak_matmul_gflops']:>9.1f} {r['utilisation']:>6.1%} {r['peak_rss_gb']:>6.2f}GB",
+                f"{r['arch']:9} {r['backend']:10} {r['device'][:6]:6} {r['token_budget']:>6} {r['text']:9} "
+                f"{r['tokens']:>7,} {r['distinct_tokens']:>8,} {r['tokens_per_s_off']:>9,.0f} "
+                f"{r['tokens_per_s']:>9,.0f} {r['speedup']:>7.2f}x {r['hit_rate']:>8.1%} "
+                f"{r['cache_mb']:>5.1f}MB {r['flops_per_token'] / 1e9:>9.3f} {r['peak_matmul_gflops']:>9.1f} "
+                f"{r['utilisation']:>6.1%} {r['peak_rss_gb']:>6.2f}GB",
                 flush=True,
             )
     return 0

@@ -49,13 +49,18 @@ def highway(params: dict, opts: BilmOptions, h):
     return h
 
 
-def token_embedding(params: dict, opts: BilmOptions, char_ids):
-    """(B, T, C) -> (B, T, P): char CNN, highway layers, projection to the LSTM's input size."""
-    shape = ops.shape(char_ids)
+def token_vectors(params: dict, opts: BilmOptions, char_ids):
+    """(..., C) -> (N, P), N the product of the leading axes: char CNN, highway layers, projection."""
     h = highway(params, opts, char_cnn(params, opts, char_ids))
     if "proj_kernel" in params:
         h = ops.matmul(h, params["proj_kernel"]) + params["proj_bias"]
-    return ops.reshape(h, (shape[0], shape[1], opts.projection_dim))
+    return h
+
+
+def token_embedding(params: dict, opts: BilmOptions, char_ids):
+    """(B, T, C) -> (B, T, P): char CNN, highway layers, projection to the LSTM's input size."""
+    shape = ops.shape(char_ids)
+    return ops.reshape(token_vectors(params, opts, char_ids), (shape[0], shape[1], opts.projection_dim))
 
 
 def reverse_sequence(x, lengths):
@@ -166,7 +171,22 @@ def bilm_forward(params: dict, opts: BilmOptions, char_ids, lengths, c0, m0, exa
     of each LSTM layer - and the final states (c, m) shaped like c0, m0. With ``exact_state=False`` only the
     real steps' outputs are meaningful (see ``bilstm_layer``).
     """
-    embedding = ops.transpose(token_embedding(params, opts, char_ids), (1, 0, 2))  # (T, B, P)
+    return bilm_from_embedding(
+        params, opts, token_embedding(params, opts, char_ids), lengths, c0, m0, exact_state
+    )
+
+
+def bilm_from_embedding(
+    params: dict, opts: BilmOptions, embedding, lengths, c0, m0, exact_state: bool = True
+):
+    """The biLM above the token layer: embedding (B, T, P) (what ``token_embedding`` gives) -> as ``bilm_forward``.
+
+    The token layer is context-free (a token's vector depends on its characters alone), so a caller may compute
+    it once per distinct token and gather it into ``embedding`` (the runtime's token cache does).
+    """
+    dtype = params["lstm_0_bias"].dtype  # the compute precision the weights were cast to
+    embedding = ops.transpose(ops.cast(embedding, dtype), (1, 0, 2))  # (T, B, P)
+    c0, m0 = ops.cast(c0, dtype), ops.cast(m0, dtype)
     steps = ops.shape(embedding)[0]
     mask = ops.expand_dims(ops.arange(steps, dtype="int32"), 1) < ops.expand_dims(lengths, 0)  # (T, B)
     step_mask = ops.expand_dims(ops.cast(mask, embedding.dtype), -1)  # (T, B, 1)

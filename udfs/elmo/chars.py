@@ -41,6 +41,10 @@ class CharEncoder:
         self._cache: dict[str, np.ndarray] = {}
         self._cache_size = cache_size
 
+    def special(self, char: int) -> np.ndarray:
+        """The ids of <S> (``BOS_CHAR``) or </S> (``EOS_CHAR``)."""
+        return self._bos if char == BOS_CHAR else self._eos
+
     def token(self, token: str) -> np.ndarray:
         ids = self._cache.get(token)
         if ids is None:

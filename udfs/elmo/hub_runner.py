@@ -35,6 +35,17 @@ def hub_model_id(folder: str | Path, signature: str = "tokens") -> str:
     return "hub-" + digest.hexdigest()[:16] + suffix
 
 
+def import_hub():
+    """tensorflow_hub, without its pkg_resources deprecation warning."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import tensorflow_hub
+
+    return tensorflow_hub
+
+
 class HubElmo(BatchedEmbedder):
     """A hub module behind the runtime's interface (``embed``, ``dim``, ``model_id``, ``backend``, ``device``)."""
 
@@ -55,8 +66,6 @@ class HubElmo(BatchedEmbedder):
                 "any backend"
             )
         import tensorflow as tf
-
-        from udfs.elmo.model_source import import_hub
 
         hub = import_hub()
         check_choice("signature", signature, SIGNATURES)

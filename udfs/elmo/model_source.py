@@ -80,6 +80,8 @@ def kind_of(path: str | Path, spec: str | None = None) -> str:
 
 def download(handle: str) -> str:
     """A hub handle's local folder: ``tensorflow_hub`` downloads it once into $TFHUB_CACHE_DIR and reuses it."""
+    from udfs.elmo.hub_runner import import_hub
+
     hub = import_hub()
     try:
         return hub.resolve(handle)
@@ -89,17 +91,6 @@ def download(handle: str) -> str:
             "access, download and unpack it elsewhere and pass the folder (or set TFHUB_CACHE_DIR to a cache "
             "that already holds it)"
         ) from None
-
-
-def import_hub():
-    """tensorflow_hub, without its pkg_resources deprecation warning."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
-        import tensorflow_hub
-
-    return tensorflow_hub
 
 
 def _fetch(spec: str, fetch: Callable[[str], str] | None) -> str:
@@ -117,12 +108,20 @@ def load_model(
     signature: str = "tokens",
     max_rows: int | None = None,
     model_id: str | None = None,
+    token_cache_mb: float | None = -1,
+    precision: str = "float32",
 ):
     """The runner for a resolved source: the native runtime, or the hub runner (TensorFlow only).
 
-    ``model_id``: the id the driver already computed, so the model's files are not hashed again.
+    ``model_id``: the id the driver already computed, so the model's files are not hashed again;
+    ``token_cache_mb`` and ``precision``: the native runtime's (a hub module runs its own graph in float32).
     """
     if source.kind == "hub":
+        if precision != "float32":
+            raise ModelFormatError(
+                f"precision {precision} needs the native runtime; TF Hub module {source.spec} runs its own graph "
+                "in float32. Convert it first (python -m jobs.hub_convert --module SPEC --output DIR)"
+            )
         from udfs.elmo.hub_runner import HubElmo
 
         return HubElmo(
@@ -130,6 +129,12 @@ def load_model(
         )
     from udfs.elmo.runtime import load_elmo
 
-    model = load_elmo(source.path, token_budget=token_budget, model_id=model_id)
+    model = load_elmo(
+        source.path,
+        token_budget=token_budget,
+        model_id=model_id,
+        token_cache_mb=token_cache_mb,
+        precision=precision,
+    )
     model.max_rows = max_rows
     return model

@@ -17,11 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from udfs.elmo.chars import CharEncoder
+from udfs.elmo.chars import BOS_CHAR, EOS_CHAR, CharEncoder
 from udfs.elmo.options import BilmOptions, ModelFormatError
+from udfs.elmo.token_cache import AUTO, TokenCache, cache_megabytes
 from udfs.elmo.weights import read_weight_file, to_params
 
 LAYERS = ("word_emb", "lstm_outputs1", "lstm_outputs2", "elmo", "all")
+PRECISIONS = ("float32", "bfloat16", "float16")
+PRECISION_SUFFIX = {"float32": "", "bfloat16": "-bf16", "float16": "-fp16"}
 POOLINGS = ("mean", "max", "none")
 DEFAULT_TOKEN_BUDGET = 2048
 MIN_FILL = 0.75  # a sentence joins a batch only if it fills at least this share of the batch's steps
@@ -172,25 +175,37 @@ class Elmo(BatchedEmbedder):
         scalar_mix: ScalarMix | None = None,
         model_id: str = "elmo-unnamed",
         max_rows: int | None = None,
+        token_cache_mb: float | None = AUTO,
+        precision: str = "float32",
     ):
         import keras
 
+        check_choice("precision", precision, PRECISIONS)
         self.options = options
+        self.precision = precision
         self.backend = keras.backend.backend()
         self.token_budget = int(token_budget)
         self.max_rows = max_rows
         if self.token_budget < 3:
             raise ValueError("token_budget must be at least 3 (one token between <S> and </S>)")
         self.scalar_mix = scalar_mix or ScalarMix(options.n_layers + 1)
-        self.model_id = model_id
+        self.model_id = model_id  # with_precision(...) of the stored model's id (load_elmo does that)
         self.encoder = CharEncoder(options.max_characters_per_token)
         params = to_params(arrays, options)
         self._params = {}
         for name in list(params):  # one at a time, so at most one extra copy of the weights is alive
-            self._params[name] = keras.ops.convert_to_tensor(params.pop(name))
+            value = params.pop(name)
+            dtype = "int32" if value.dtype.kind in "iu" else precision
+            self._params[name] = keras.ops.cast(keras.ops.convert_to_tensor(value), dtype)
         del params
         self._forward = _compile_forward(self.backend, self._params, options, exact_state=True)
         self._forward_fast = _compile_forward(self.backend, self._params, options, exact_state=False)
+        self._token_layer = _compile_token_layer(self.backend, self._params, options)
+        self._lstm_fast = _compile_from_embedding(self.backend, self._params, options)
+        self.token_cache = TokenCache(options.projection_dim, cache_megabytes(token_cache_mb) * (1 << 20))
+        self._specials = self._token_vectors_of(
+            np.stack([self.encoder.special(BOS_CHAR), self.encoder.special(EOS_CHAR)])
+        )  # <S>, </S>: the same in every sentence
 
     @property
     def dim(self) -> int:
@@ -229,8 +244,44 @@ class Elmo(BatchedEmbedder):
         return np.swapaxes(layers, 1, 2), lengths, (c, m)
 
     def _run_rows(self, sentences: list[list[str]]) -> list[tuple[np.ndarray, None]]:
-        layers, _, _ = self.run_batch(sentences, final_state=False)
+        if self.token_cache.enabled:
+            layers = self._run_cached(sentences)
+        else:
+            layers, _, _ = self.run_batch(sentences, final_state=False)
         return [(layers[:, row, 1 : 1 + len(s), :], None) for row, s in enumerate(sentences)]
+
+    def _run_cached(self, sentences: list[list[str]]) -> np.ndarray:
+        """Layers (n_layers + 1, B, T, 2P) of one batch, the token layer taken from the token cache."""
+        occurrences = [token for sentence in sentences for token in sentence]
+        distinct, rows = self.token_cache.vectors_for(occurrences, self._compute_tokens)
+        # rows of the gather table: the batch's distinct tokens, then <S>, </S> and a zero vector for padding
+        table = np.concatenate([distinct, self._specials, np.zeros((1, distinct.shape[1]), np.float32)])
+        bos, eos, pad = len(distinct), len(distinct) + 1, len(distinct) + 2
+        lengths = np.array([len(s) + 2 for s in sentences], np.int32)
+        index = np.full((len(sentences), int(lengths.max())), pad, np.int64)
+        index[:, 0] = bos
+        start = 0
+        for row, sentence in enumerate(sentences):
+            n = len(sentence)
+            index[row, 1 : n + 1] = rows[start : start + n]
+            index[row, n + 1] = eos
+            start += n
+        layers = self._lstm_fast(
+            table[index], lengths
+        )  # padding trails the real steps: its value never counts
+        return np.swapaxes(layers, 1, 2)
+
+    def _compute_tokens(self, tokens: list[str]) -> np.ndarray:
+        """The token layer of tokens the cache lacks, in chunks of at most ``token_budget`` tokens."""
+        ids = np.stack([self.encoder.token(t) for t in tokens])
+        return self._token_vectors_of(ids)
+
+    def _token_vectors_of(self, ids: np.ndarray) -> np.ndarray:
+        """(N, max_chars) char ids -> (N, P) float32 token vectors."""
+        chunks = [
+            self._token_layer(ids[i : i + self.token_budget]) for i in range(0, len(ids), self.token_budget)
+        ]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.options.projection_dim), np.float32)
 
     def embed_stateful(
         self, batches: Sequence[Sequence[Sequence[str]]], layer: str = "all"
@@ -274,6 +325,13 @@ def pool(chosen: np.ndarray, pooling: str) -> np.ndarray:
     return pooled.astype(np.float32)
 
 
+def with_precision(model_id: str, precision: str) -> str:
+    """The model_id of vectors computed in ``precision``: reduced precision gives other vectors, so another id,
+    and tables never mix them with float32 ones (``elmo-…`` stays the float32 id)."""
+    check_choice("precision", precision, PRECISIONS)
+    return model_id + PRECISION_SUFFIX[precision]
+
+
 def check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise ValueError(f"{name} {value!r} is not one of {', '.join(allowed)}")
@@ -294,66 +352,131 @@ def _device_of(backend: str) -> str:
 
 
 def _compile_forward(backend: str, params: dict, opts: BilmOptions, exact_state: bool):
-    """One compiled forward pass (numpy in, numpy out); shapes vary without retracing where the backend allows."""
+    """The whole biLM, compiled: (char ids, lengths, c0, m0) -> float32 (layers, c, m) as numpy."""
+    from udfs.elmo.bilm import bilm_forward
+
+    def forward(p, ids, lengths, c0, m0):
+        return _as_float32(bilm_forward(p, opts, ids, lengths, c0, m0, exact_state))
+
+    state = [opts.n_layers, 2, None]
+    signature = [
+        ("int32", [None, None, opts.max_characters_per_token]),
+        ("int32", [None]),
+        ("float32", [*state, opts.lstm_dim]),
+        ("float32", [*state, opts.state_dim]),
+    ]
+    # JAX: pad to shape buckets (rows to a power of two, steps to a multiple of 8) so XLA compiles a handful of
+    # shapes; rows are axis 0 of ids and lengths and axis 2 of the states, steps axis 1 of ids
+    return _compile(
+        backend,
+        forward,
+        params,
+        signature,
+        rows=(0, 0, 2, 2),
+        steps=(1, None, None, None),
+        out_rows=(2, 2, 2),
+        out_steps=(1, None, None),
+    )
+
+
+def _compile_token_layer(backend: str, params: dict, opts: BilmOptions):
+    """The token layer alone, compiled: (N, max_chars) char ids -> (N, P) float32 numpy."""
+    from udfs.elmo.bilm import token_vectors
+
+    def layer(p, ids):
+        return _as_float32((token_vectors(p, opts, ids),))
+
+    signature = [("int32", [None, opts.max_characters_per_token])]
+    run = _compile(
+        backend, layer, params, signature, rows=(0,), steps=(None,), out_rows=(0,), out_steps=(None,)
+    )
+    return lambda ids: run(ids)[0]
+
+
+def _compile_from_embedding(backend: str, params: dict, opts: BilmOptions):
+    """The biLM above the token layer, stateless and compiled: (embedding (B, T, P), lengths) -> float32 layers."""
     from keras import ops
 
-    from udfs.elmo.bilm import bilm_forward
+    from udfs.elmo.bilm import bilm_from_embedding
+
+    def forward(p, embedding, lengths):
+        rows = ops.shape(embedding)[0]
+        c0 = ops.zeros((opts.n_layers, 2, rows, opts.lstm_dim))
+        m0 = ops.zeros((opts.n_layers, 2, rows, opts.state_dim))
+        layers, _, _ = bilm_from_embedding(p, opts, embedding, lengths, c0, m0, exact_state=False)
+        return _as_float32((layers,))
+
+    signature = [("float32", [None, None, opts.projection_dim]), ("int32", [None])]
+    run = _compile(
+        backend, forward, params, signature, rows=(0, 0), steps=(1, None), out_rows=(2,), out_steps=(1,)
+    )
+    return lambda embedding, lengths: run(embedding, lengths)[0]
+
+
+def _as_float32(outputs: tuple) -> tuple:
+    from keras import ops
+
+    return tuple(ops.cast(t, "float32") for t in outputs)
+
+
+def _compile(backend: str, fn, params: dict, signature: list, rows: tuple, steps: tuple, out_rows, out_steps):
+    """``fn(params, *arrays)`` compiled on the backend, called with numpy arrays, returning a tuple of numpy arrays.
+
+    ``signature``: (dtype, shape) per argument, None for axes that vary (TensorFlow traces once for all shapes).
+    ``rows``/``steps``: per argument, its batch / time axis or None, and ``out_rows``/``out_steps`` per output: JAX
+    pads these axes to buckets so it compiles a few shapes, not one per batch, and cuts the outputs back.
+    """
+    from keras import ops
 
     if backend == "tensorflow":
         import tensorflow as tf
 
-        spec = [
-            tf.TensorSpec([None, None, opts.max_characters_per_token], tf.int32),
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([opts.n_layers, 2, None, opts.lstm_dim], tf.float32),
-            tf.TensorSpec([opts.n_layers, 2, None, opts.state_dim], tf.float32),
-        ]
+        spec = [tf.TensorSpec(shape, getattr(tf, dtype)) for dtype, shape in signature]
 
         @tf.function(input_signature=spec)
-        def compiled(ids, lengths, c0, m0):
-            return bilm_forward(params, opts, ids, lengths, c0, m0, exact_state)
+        def compiled(*args):
+            return fn(params, *args)
 
-        def run(ids, lengths, c0, m0):
-            out = compiled(ids, lengths, c0, m0)
-            return tuple(t.numpy() for t in out)
-
-        return run
+        return lambda *args: tuple(t.numpy() for t in compiled(*args))
 
     if backend == "jax":
         import jax
 
-        @jax.jit
-        def compiled_jax(p, ids, lengths, c0, m0):
-            return bilm_forward(p, opts, ids, lengths, c0, m0, exact_state)
+        compiled_jax = jax.jit(fn)
 
-        def run_jax(ids, lengths, c0, m0):
-            # Pad to shape buckets so XLA compiles a handful of shapes, not one per batch.
-            rows, steps = ids.shape[0], ids.shape[1]
-            rows_b, steps_b = _bucket(rows), -(-steps // 8) * 8
-            ids_p = np.zeros((rows_b, steps_b, ids.shape[2]), np.int32)
-            ids_p[:rows, :steps] = ids
-            len_p = np.zeros(rows_b, np.int32)
-            len_p[:rows] = lengths
-            pad = [(0, 0), (0, 0), (0, rows_b - rows), (0, 0)]
-            out = compiled_jax(params, ids_p, len_p, np.pad(c0, pad), np.pad(m0, pad))
-            layers, c, m = (np.asarray(t) for t in out)
-            return layers[:, :steps, :rows], c[:, :, :rows], m[:, :, :rows]
+        def run_jax(*args):
+            n_rows = next(a.shape[ax] for a, ax in zip(args, rows, strict=True) if ax is not None)
+            step_sizes = [a.shape[ax] for a, ax in zip(args, steps, strict=True) if ax is not None]
+            n_steps = step_sizes[0] if step_sizes else None
+            rows_b = _bucket(n_rows)
+            steps_b = -(-n_steps // 8) * 8 if n_steps is not None else None
+            padded = []
+            for a, r_ax, s_ax in zip(args, rows, steps, strict=True):
+                pad = [(0, 0)] * a.ndim
+                if r_ax is not None:
+                    pad[r_ax] = (0, rows_b - n_rows)
+                if s_ax is not None:
+                    pad[s_ax] = (0, steps_b - n_steps)
+                padded.append(np.pad(a, pad))
+            out = compiled_jax(params, *padded)
+            cut = []
+            for t, r_ax, s_ax in zip(out, out_rows, out_steps, strict=True):
+                t = np.asarray(t)
+                index = [slice(None)] * t.ndim
+                if r_ax is not None:
+                    index[r_ax] = slice(0, n_rows)
+                if s_ax is not None:
+                    index[s_ax] = slice(0, n_steps)
+                cut.append(t[tuple(index)])
+            return tuple(cut)
 
         return run_jax
 
     import torch
 
-    def run_torch(ids, lengths, c0, m0):
+    def run_torch(*args):
         with torch.no_grad():
-            out = bilm_forward(
-                params,
-                opts,
-                ops.convert_to_tensor(ids),
-                ops.convert_to_tensor(lengths),
-                ops.convert_to_tensor(c0),
-                ops.convert_to_tensor(m0),
-                exact_state,
-            )
+            out = fn(params, *(ops.convert_to_tensor(a) for a in args))
         return tuple(ops.convert_to_numpy(t) for t in out)
 
     return run_torch
@@ -435,15 +558,24 @@ def load_elmo(
     weights: str | Path | None = None,
     token_budget: int = DEFAULT_TOKEN_BUDGET,
     model_id: str | None = None,
+    token_cache_mb: float | None = AUTO,
+    precision: str = "float32",
 ) -> Elmo:
-    """Load a native model: a directory with ``options.json`` and one ``.hdf5`` (or the two files given)."""
+    """Load a native model: a directory with ``options.json`` and one ``.hdf5`` (or the two files given).
+
+    ``model_id``: the id as the caller already computed it (precision included), so the weights are not hashed
+    again; ``token_cache_mb``: the token cache's size (-1 = sized for the machine, 0 = off); ``precision``:
+    float32 (exact), bfloat16 or float16.
+    """
     stored = read_model(model, options, weights, model_id)
     return Elmo(
         stored.options,
         stored.arrays,
         token_budget=token_budget,
         scalar_mix=stored.scalar_mix,
-        model_id=stored.model_id,
+        model_id=model_id or with_precision(stored.model_id, precision),
+        token_cache_mb=token_cache_mb,
+        precision=precision,
     )
 
 

@@ -15,7 +15,7 @@ holds the reference weights under the graph's variable names, plus the trained s
     aggregation/scaling  (1,) or ()                               scalar_mix.json "gamma"
 
 ``bilm/Variable``, ``bilm/Variable_1``, ... are the reference graph's carried LSTM states, not weights: they are
-skipped. Modules this project exports use the same names (see ``jobs/hub_export.py``), whatever checkpoint
+skipped. Modules this project exports use the same names (see ``native_to_hub.py``), whatever checkpoint
 format holds them: a TF1 name-based checkpoint or a TF2 object-based one, whose object graph records each
 variable's name.
 """

