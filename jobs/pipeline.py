@@ -65,9 +65,12 @@ class Stages:
         return result
 
 
-def train_signature(cfg: Config, tables: list[str], engine: str) -> str:
+def train_signature(cfg: Config, tables: list[str], engine: str, embedding_set: list[str]) -> str:
+    """What the classifier depends on: train settings, engine, input table versions and the embedding set."""
     content = json.dumps(
-        [cfg.as_dict()["train"], engine, [table_version(t) for t in tables]], sort_keys=True, default=str
+        [cfg.as_dict()["train"], engine, [table_version(t) for t in tables], embedding_set],
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(content.encode()).hexdigest()[:16]
 
@@ -110,7 +113,7 @@ def run(
         ),
         note=lambda r: f"{r[0].cleaned + r[1].cleaned} documents cleaned ({r[0].empty + r[1].empty} empty)",
     )
-    stages.run(
+    embedded = stages.run(
         "embed",
         lambda: (
             embed.run(spark, cfg, t["train_clean"], t["train_embeddings"], model),
@@ -121,7 +124,12 @@ def run(
 
     state_file = files / "pipeline_state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    signature = train_signature(cfg, [t["train_embeddings"], t["train_documents"]], engine)
+    signature = train_signature(
+        cfg,
+        [t["train_embeddings"], t["train_documents"]],
+        engine,
+        [embedded[0].model_id, cfg.embed.layer, cfg.embed.pooling],
+    )
     details_file = files / "validation_scores.npz"
 
     def fit():
@@ -136,8 +144,18 @@ def run(
                 {"labels": saved["labels"], "probabilities": saved["probabilities"]},
                 True,
             )
+        # this run's set: the tables may also hold sets of earlier runs (another layer, pooling or precision)
         classifier, details = train.run(
-            spark, cfg, t["train_embeddings"], t["train_documents"], t["classifier"], engine, t["runs"]
+            spark,
+            cfg,
+            t["train_embeddings"],
+            t["train_documents"],
+            t["classifier"],
+            engine,
+            t["runs"],
+            model_id=embedded[0].model_id,
+            layer=cfg.embed.layer,
+            pooling=cfg.embed.pooling,
         )
         files.mkdir(parents=True, exist_ok=True)
         np.savez(details_file, **details)
