@@ -189,36 +189,3 @@ def binary_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: flo
         "threshold": threshold,
         "rows": int(len(labels)),
     }
-
-
-def tfidf_baseline(train: DataFrame, validation: DataFrame, reg_param: float) -> dict:
-    """TF-IDF (hashed words) + Spark ML logistic regression on the same split: what the embeddings add."""
-    from pyspark.ml import Pipeline
-    from pyspark.ml.classification import LogisticRegression
-    from pyspark.ml.feature import IDF, HashingTF, RegexTokenizer
-
-    pipeline = Pipeline(
-        stages=[
-            RegexTokenizer(
-                inputCol="text", outputCol="words", pattern=r"[\w#@$&*']+", gaps=False, toLowercase=True
-            ),
-            HashingTF(inputCol="words", outputCol="tf", numFeatures=1 << 15),
-            IDF(inputCol="tf", outputCol="features"),
-            LogisticRegression(regParam=reg_param, maxIter=300),
-        ]
-    )
-
-    def data(d):
-        return d.select(
-            F.coalesce("text", F.lit("")).alias("text"), F.col("label").cast("double").alias("label")
-        )
-
-    model = pipeline.fit(data(train))
-    from pyspark.ml.functions import vector_to_array
-
-    scored = (
-        model.transform(data(validation))
-        .select("label", vector_to_array("probability")[1].alias("p"))
-        .toArrow()
-    )
-    return binary_metrics(arrow_vector(scored, "label", int), arrow_vector(scored, "p"))

@@ -163,15 +163,24 @@ SCHEMA["train"] = {
         0.01, float, "L2 regularisation (Spark ML's regParam; sklearn uses C = 1 / (reg_param * rows))"
     ),
     "grid": Setting([], list, "spark engine: regParam values to cross-validate (empty: no grid)"),
-    "folds": Setting(3, int, "cross-validation folds for the grid"),
+    "folds": Setting(3, int, "cross-validation folds for the grid and the TF-IDF baseline"),
     "validation_fraction": Setting(0.2, float, "share of each label held out for validation"),
     "seed": Setting(42, int, "seed of the train/validation split"),
     "driver_budget_mb": Setting(2048, int, "sklearn engine: most MB of features collected to the driver"),
     "use_best_threshold": Setting(
         False, bool, "predict with the validation F1-best threshold instead of 0.5"
     ),
-    "tfidf_baseline": Setting(True, bool, "also fit TF-IDF + logistic regression on the same split"),
-    "tfidf_reg_param": Setting(0.001, float, "regParam of the TF-IDF baseline"),
+    "tfidf_baseline": Setting(
+        True,
+        bool,
+        "also fit the honest baseline on the same split: TF-IDF word 1-2-grams, sublinear tf, logistic "
+        "regression with regParam chosen by CV",
+    ),
+    "tfidf_grid": Setting(
+        [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3],
+        list,
+        "regParam values the TF-IDF baseline chooses from by train.folds-fold CV on the training split",
+    ),
 }
 
 

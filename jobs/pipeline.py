@@ -24,6 +24,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs import clean, embed, ingest, predict, train
+from jobs.baseline import quality_lines
 from jobs.classifier import Classifier, arrow_matrix, arrow_vector
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
@@ -156,6 +157,7 @@ def run(
             model_id=embedded[0].model_id,
             layer=cfg.embed.layer,
             pooling=cfg.embed.pooling,
+            clean=t["train_clean"],
         )
         files.mkdir(parents=True, exist_ok=True)
         np.savez(details_file, **details)
@@ -259,12 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.model or cfg.embed.model or default_model(),
             args.classifier or cfg.train.engine,
         )
-        m = result["classifier"].metrics
-        baseline = m.get("tfidf_baseline")
-        print(
-            f"F1 on the validation split: {m['validation']['f1']:.3f}"
-            + (f" (TF-IDF baseline: {baseline['f1']:.3f})" if baseline else "")
-        )
+        for line in quality_lines(result["classifier"].metrics):
+            print(line)
         print(f"predictions: {result['predictions_csv']}")
         print(f"report:      {result['report_html']} (figures in {result['report_json']})")
         print(

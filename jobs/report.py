@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jobs.baseline import describe
 from jobs.paths import local_path
 
 
@@ -91,7 +92,9 @@ def write_report(
     m = report["metrics"]["validation"]
     b = report["metrics"].get("tfidf_baseline") or {}
     fmt = lambda v: "–" if v is None else f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731
-    metric_rows = "".join(
+    interval = lambda r: "–" if not r.get("f1_interval") else "{:.3f} – {:.3f}".format(*r["f1_interval"])  # noqa: E731
+    metric_rows = f"<tr><th>F1 95 % bootstrap interval</th><td>{interval(m)}</td><td>{interval(b)}</td></tr>"
+    metric_rows += "".join(
         f"<tr><th>{html.escape(name)}</th><td>{fmt(m.get(key))}</td><td>{fmt(b.get(key))}</td></tr>"
         for name, key in [
             ("F1", "f1"),
@@ -103,6 +106,22 @@ def write_report(
             ("F1 at that threshold", "best_threshold_f1"),
             ("validation rows", "rows"),
         ]
+    )
+    c = report["metrics"].get("comparison")
+    verdict = (
+        "<p>Embeddings − baseline: {:+.3f} F1, paired bootstrap 95 % interval {:+.3f} to {:+.3f} on the same {:,} "
+        "rows: <b>{}</b>.</p>".format(
+            c["f1_difference"], *c["interval"], c["rows"], html.escape(c["verdict"])
+        )
+        if c
+        else ""
+    )
+    baseline_about = (
+        "<p>Baseline: {}; cross-validated F1 per regParam: {}.</p>".format(
+            html.escape(describe(b)), ", ".join(f"{r['reg_param']:g}: {r['f1']:.3f}" for r in b.get("cv", []))
+        )
+        if b
+        else ""
     )
     stage_rows = "".join(
         f"<tr><th>{html.escape(stage)}</th><td>{info.get('seconds', 0):.1f} s</td><td>{html.escape(str(info.get('rows', '')))}</td>"
@@ -123,7 +142,8 @@ code{{background:#f4f4f4;padding:1px 4px}}</style></head><body>
 embeddings <code>{html.escape(report.get("model_id", ""))}</code>, layer <code>{html.escape(report.get("layer", ""))}</code>,
 pooling <code>{html.escape(report.get("pooling", ""))}</code>.</p>
 <h2>Validation metrics</h2>
-<table><tr><th></th><th>ELMo + logistic regression</th><th>TF-IDF + logistic regression</th></tr>{metric_rows}</table>
+<table><tr><th></th><th>ELMo + logistic regression</th><th>honest baseline: TF-IDF 1–2-grams + logistic regression</th></tr>{metric_rows}</table>
+{verdict}{baseline_about}
 <h2>Plots</h2>{images}
 <h2>Stages</h2><table><tr><th>stage</th><th>time</th><th>rows</th><th></th></tr>{stage_rows}</table>
 <p>Predictions: <code>{html.escape(str(report.get("predictions_csv", "")))}</code>. All figures: <code>report.json</code>.</p>

@@ -53,9 +53,10 @@ print("Spark Connect session" if is_connect(spark) else "classic session", "| De
 # COMMAND ----------
 
 from jobs import pipeline  # noqa: E402
+from jobs.baseline import quality_lines  # noqa: E402
 
 result = pipeline.run(spark, cfg, train_path, score_path, out, model or default_model(), engine)  # noqa: F821
-print("validation F1:", result["classifier"].metrics["validation"]["f1"])
+print("\n".join(quality_lines(result["classifier"].metrics)))  # F1 with its interval, the honest baseline, the verdict
 print("predictions:", result["predictions_csv"], "| report:", result["report_html"])
 
 # COMMAND ----------

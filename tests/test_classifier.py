@@ -130,6 +130,15 @@ def test_the_pipeline_on_the_built_in_sample_and_its_rerun(spark, tmp_path):
         report["metrics"]["validation"]["f1"] is not None
         and report["metrics"]["tfidf_baseline"]["f1"] is not None
     )
+    assert (
+        report["metrics"]["tfidf_baseline"]["text"] == "clean tokens"
+    )  # the pipeline passes its clean table
+    assert report["metrics"]["comparison"]["verdict"] in (
+        "embeddings better",
+        "baseline better",
+        "no clear winner",
+    )
+    assert "bootstrap interval" in result["report_html"].read_text()
     for png in ("confusion_matrix.png", "precision_recall.png", "embeddings_pca.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000
     assert "<img" in result["report_html"].read_text()
@@ -146,3 +155,90 @@ def test_the_spark_engine_cross_validates_a_grid(spark, tmp_path):
         spark, cfg_with("train.grid=[0.001, 1.0]", "train.folds=2"), emb, docs, str(tmp_path / "c"), "spark"
     )
     assert classifier.reg_param in (0.001, 1.0) and classifier.metrics["validation"]["f1"] > 0.5
+
+
+def word_texts(labels, seed=0):
+    """Texts whose words carry the label (with noise): 'bad'/'awful' lean 1, 'good'/'great' lean 0."""
+    rng = np.random.default_rng(seed)
+    filler = ["the", "phone", "battery", "screen", "today", "my", "new", "is", "so", "and"]
+    texts = []
+    for label in labels:
+        lean = (
+            ["bad", "awful", "broken"] if (label == 1) != (rng.random() < 0.1) else ["good", "great", "love"]
+        )
+        words = list(rng.choice(filler, 6)) + list(rng.choice(lean, 2))
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+    return texts
+
+
+def test_the_honest_baseline_chooses_its_regularisation_by_cv_on_both_engines(spark):
+    from jobs.baseline import tfidf_baseline
+
+    n = 300
+    labels = (np.arange(n) % 3 == 0).astype(int)
+    rows = [
+        {"id": f"d{i:03d}", "text": t, "label": int(y)}
+        for i, (t, y) in enumerate(zip(word_texts(labels), labels, strict=True))
+    ]
+    frame = spark.createDataFrame(rows, "id string, text string, label int")
+    train_rows, validation = frame.where("id < 'd240'"), frame.where("id >= 'd240'")
+    grid = [1e-3, 1.0]  # small: each Spark ML fit takes seconds here (a job per optimiser iteration)
+    results = {}
+    for engine in ("sklearn", "spark"):
+        result = tfidf_baseline(train_rows, validation, engine, grid, folds=2, seed=7, clean_text=True)
+        assert result["reg_param"] in grid and [c["reg_param"] for c in result["cv"]] == grid
+        assert result["rows"] == 60 and result["scores"]["ids"] == sorted(r["id"] for r in rows[240:])
+        low, high = result["f1_interval"]
+        assert low <= result["f1"] <= high and result["f1"] > 0.7
+        assert result["text"] == "clean tokens" and result["folds"] == 2
+        results[engine] = result
+    # the same features (up to hashing), folds, grid and objective: the engines agree
+    assert abs(results["sklearn"]["f1"] - results["spark"]["f1"]) <= 0.05
+
+
+def test_bootstrap_intervals_and_the_paired_comparison():
+    from jobs.baseline import bootstrap_f1, compare
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random(2000) < 0.3).astype(int)
+    good = np.where(rng.random(2000) < 0.9, labels, 1 - labels).astype(float)  # right 90 % of the time
+    poor = np.where(rng.random(2000) < 0.7, labels, 1 - labels).astype(float)
+    from sklearn.metrics import f1_score
+
+    low, high = bootstrap_f1(labels, good)
+    narrow = high - low
+    assert low < f1_score(labels, good >= 0.5) < high and narrow < 0.06
+    small_low, small_high = bootstrap_f1(labels[:200], good[:200])
+    assert small_high - small_low > narrow  # fewer rows, wider interval
+    assert compare(labels, good, poor)["verdict"] == "embeddings better"
+    assert compare(labels, poor, good)["verdict"] == "baseline better"
+    same = compare(labels[:300], good[:300], good[:300].copy())
+    assert same["f1_difference"] == 0 and same["verdict"] == "no clear winner"
+
+
+def test_train_reports_f1_with_its_interval_beside_the_baseline(spark, tmp_path):
+    emb, docs = write_tables(tmp_path, n=240)
+    table = DeltaTable(docs).to_pyarrow_table()
+    texts = word_texts(table.column("label").to_pylist())
+    write_deltalake(docs, table.set_column(1, "text", pa.array(texts)), mode="overwrite")
+    classifier, _ = train.run(
+        spark,
+        load_config("local", ["delta.engine=delta-rs", "train.tfidf_grid=[0.001, 0.1]"]),
+        emb,
+        docs,
+        str(tmp_path / "c"),
+        "sklearn",
+    )
+    m = classifier.metrics
+    assert m["validation"]["f1_interval"][0] <= m["validation"]["f1"] <= m["validation"]["f1_interval"][1]
+    assert m["tfidf_baseline"]["text"] == "raw text" and "scores" not in m["tfidf_baseline"]
+    assert m["comparison"]["rows"] == m["validation"]["rows"]
+    from jobs.baseline import quality_lines
+
+    lines = quality_lines(m)
+    assert lines[0].startswith("F1 on the validation split:") and "95 % bootstrap interval" in lines[0]
+    assert lines[1].startswith("honest baseline (TF-IDF word 1-2-grams of the raw text")
+    assert lines[2].startswith("embeddings - baseline:")
+    saved = json.loads((tmp_path / "c" / "classifier.json").read_text())
+    assert saved["metrics"]["comparison"]["verdict"] == m["comparison"]["verdict"]

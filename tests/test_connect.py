@@ -84,6 +84,7 @@ def stages(spark, cfg, lake: Path) -> dict:
         "predictions": (lake / "p.csv").read_text(),
         "f1": classifier.metrics["validation"]["f1"],
         "spark_ml_weights": np.array(spark_ml.weights),
+        "spark_ml_baseline": spark_ml.metrics["tfidf_baseline"],
         "runs": DeltaTable(str(lake / "runs")).to_pyarrow_table().num_rows,
     }
 
@@ -96,7 +97,8 @@ def runs(spark, server, tmp_path_factory):
     from jobs.session import default_parallelism, is_connect, reuse
 
     root = tmp_path_factory.mktemp("runs")
-    cfg = load_config("local", ["delta.engine=auto"])
+    # a small baseline grid: the Spark engine's baseline fits (grid x folds + 1) models, each a few seconds here
+    cfg = load_config("local", ["delta.engine=auto", "train.tfidf_grid=[0.001, 0.1]", "train.folds=2"])
     classic = stages(spark, cfg, root / "classic")
     with connect_session(server) as remote:
         facts = {
@@ -128,6 +130,9 @@ def test_every_stage_over_connect_equals_the_classic_run(runs):
     assert remote["f1"] == pytest.approx(classic["f1"], abs=1e-9)  # a ratio of counts: the same predictions
     assert remote["predictions"] == classic["predictions"]
     np.testing.assert_allclose(remote["spark_ml_weights"], classic["spark_ml_weights"], atol=1e-4, rtol=1e-3)
+    # the honest baseline on the Spark engine (Spark ML and a Python UDF) runs over Connect and chooses alike
+    ours, theirs = remote["spark_ml_baseline"], classic["spark_ml_baseline"]
+    assert ours["reg_param"] == theirs["reg_param"] and abs(ours["f1"] - theirs["f1"]) <= 1e-6
     assert remote["runs"] == classic["runs"] == 2
 
 
