@@ -12,7 +12,6 @@ embedding, writing the .npz), tokens/s, the ratio, and the cache's hit rate from
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -21,18 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.bench_stages import write_random_model
+
 ROOT = Path(__file__).resolve().parent.parent
 TWEETS = ROOT.parent / "shared" / "data" / "tweets" / "train.csv"
-
-
-def write_model(arch: str, folder: Path) -> None:
-    from udfs.elmo.bench import ARCHITECTURES
-    from udfs.elmo.options import BilmOptions
-    from udfs.elmo.weights import random_arrays, write_weight_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "options.json").write_text(json.dumps(ARCHITECTURES[arch]), encoding="utf-8")
-    write_weight_file(folder / "weights.hdf5", random_arrays(BilmOptions.from_json(ARCHITECTURES[arch])))
 
 
 def write_tweets(n: int, path: Path) -> tuple[int, int]:
@@ -97,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'arch':9} {'cache':6} {'seconds':>8} {'tokens/s':>9} {'speed-up':>8}  last line")
         for arch in args.arch.split(","):
             model = tmp / arch
-            write_model(arch, model)
+            write_random_model(arch, model)
             times: dict[str, list[float]] = {"off": [], "on": []}
             for _ in range(args.repeat):
                 for label, cache_mb in (("off", 0), ("on", -1)):

@@ -28,9 +28,15 @@ BOOTSTRAP_SAMPLES = 1000
 
 
 def describe(result: dict) -> str:
+    grid = [c["reg_param"] for c in result.get("cv", [])]
+    edge = (
+        " - the edge of train.tfidf_grid: widen it"
+        if len(grid) > 1 and result["reg_param"] in (min(grid), max(grid))
+        else ""
+    )
     return (
         f"TF-IDF word 1-2-grams of the {result['text']}, sublinear tf, logistic regression, regParam "
-        f"{result['reg_param']:g} by {result['folds']}-fold CV"
+        f"{result['reg_param']:g} by {result['folds']}-fold CV{edge}"
     )
 
 

@@ -177,7 +177,7 @@ SCHEMA["train"] = {
         "regression with regParam chosen by CV",
     ),
     "tfidf_grid": Setting(
-        [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3],
+        [1e-7, 1e-6, 1e-5, 1e-4, 1e-3],
         list,
         "regParam values the TF-IDF baseline chooses from by train.folds-fold CV on the training split",
     ),

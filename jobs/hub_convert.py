@@ -4,15 +4,8 @@
                                [--no-check]
 
 SPEC is an unpacked module folder, a file:// URL or a TF Hub handle (https://tfhub.dev/google/elmo/3, a Kaggle
-Models URL; downloaded into $TFHUB_CACHE_DIR). The module's checkpoint (variables/) is read, never its graph:
-options.json is inferred from the variables' shapes (names and mapping: udfs/elmo/hub_layout.py and the README),
-the weights are written with the reference's dataset names, and the module's trained scalar mix (weights before
-the softmax, and its scale) goes to scalar_mix.json, which the runtime uses for the 'elmo' layer. What shapes
-cannot tell (max characters per token, activation, clipping, skip connections) comes from the module's
-assets/elmo_options.json when it has one (modules this project exports do), else from --options, else from the
-published ELMo models' values. Unless --no-check, the result is then run beside the module on probe sentences
-and must agree to 1e-4 (skip connections are flipped once if that is what it takes); nothing is written
-otherwise, and the output folder appears only when everything is in it.
+Models URL; downloaded into $TFHUB_CACHE_DIR). What is read and inferred, and the check that the result
+reproduces the module (unless --no-check): ``udfs/elmo/hub_to_native.py``, which does the work.
 """
 
 from __future__ import annotations

@@ -2,17 +2,9 @@
 
     python -m jobs.hub_export --model MODEL_DIR --output MODULE_DIR [--overwrite]
 
-The module loads with ``hub.load(MODULE_DIR)`` (or ``hub.KerasLayer``) and no elmo-lake code, and has:
-  - signature ``tokens``: inputs ``tokens`` (string [batch, max_length], padded with "") and ``sequence_len``
-    (int32 [batch]); signature ``default``: input ``default`` (string [batch], split on spaces);
-  - outputs ``word_emb`` [batch, max_length, projection_dim], ``lstm_outputs1`` and ``lstm_outputs2``
-    [batch, max_length, 2 x projection_dim], ``elmo`` (the scalar mix of the three, the layer-0 embedding
-    doubled), ``default`` [batch, 2 x projection_dim] (mean of ``elmo`` over each sentence's tokens) and
-    ``sequence_len``; padding positions are zero.
-Its variables carry the module names of ``udfs/elmo/hub_layout.py`` (so ``jobs/hub_convert.py`` turns it back into
-the same hdf5) and ``assets/elmo_options.json`` holds the options. Unlike Google's module, every sentence starts
-from zero LSTM state. The export is checked before it is moved into place: the module is loaded back with
-``hub.load`` and must reproduce the native runtime's vectors to 1e-5.
+The module loads with ``hub.load(MODULE_DIR)`` (or ``hub.KerasLayer``) and no elmo-lake code; it is checked
+against the native runtime before it is moved into place. Its signatures, outputs and variable names:
+``udfs/elmo/native_to_hub.py``, which does the work.
 """
 
 from __future__ import annotations
