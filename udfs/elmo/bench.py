@@ -164,7 +164,7 @@ def run_one(arch: str, token_budget: int, n_tokens: int, text: str = "tweets") -
     for label, cache_now in (("off", TokenCache(opts.projection_dim, 0)), ("on", cache)):
         elmo.token_cache = cache_now
         elmo.embed(warm_up, layer="elmo", pooling="mean")  # compile, warm up
-        cache_now.__init__(cache_now.dim, cache_now.max_bytes)  # start empty, count from zero
+        cache_now.clear()  # start empty, count from zero
         start = time.perf_counter()
         elmo.embed(sentences, layer="elmo", pooling="mean")
         timings[label] = time.perf_counter() - start

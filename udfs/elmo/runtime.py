@@ -272,12 +272,12 @@ class Elmo(BatchedEmbedder):
         return np.swapaxes(layers, 1, 2)
 
     def _compute_tokens(self, tokens: list[str]) -> np.ndarray:
-        """The token layer of tokens the cache lacks, in chunks of at most ``token_budget`` tokens."""
+        """The token layer of tokens the cache lacks (``_token_vectors_of`` runs it in chunks)."""
         ids = np.stack([self.encoder.token(t) for t in tokens])
         return self._token_vectors_of(ids)
 
     def _token_vectors_of(self, ids: np.ndarray) -> np.ndarray:
-        """(N, max_chars) char ids -> (N, P) float32 token vectors."""
+        """(N, max_chars) char ids -> (N, P) float32 token vectors, in chunks of at most ``token_budget`` tokens."""
         chunks = [
             self._token_layer(ids[i : i + self.token_budget]) for i in range(0, len(ids), self.token_budget)
         ]

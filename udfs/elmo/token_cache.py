@@ -49,10 +49,8 @@ class TokenCache:
         self.dim = int(dim)
         self.max_bytes = max(0, int(max_bytes))
         self.capacity = max(0, int(max_bytes // (4 * self.dim + ENTRY_OVERHEAD)))
-        self._vectors = np.zeros((0, self.dim), np.float32)
         self._slots: OrderedDict[str, int] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
+        self.clear()
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -76,6 +74,12 @@ class TokenCache:
             "capacity": self.capacity,
             "megabytes": self.nbytes / (1 << 20),
         }
+
+    def clear(self) -> None:
+        """Forget every token and zero the counts (the byte budget stays)."""
+        self._vectors = np.zeros((0, self.dim), np.float32)
+        self._slots.clear()
+        self.hits = self.misses = 0
 
     def vectors_for(
         self, occurrences: Sequence[str], compute: Callable[[list[str]], np.ndarray]
