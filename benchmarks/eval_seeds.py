@@ -1,13 +1,14 @@
 """ELMo classifier vs the honest baseline, averaged over seeds of the train/validation split.
 
     .venv/bin/python -m benchmarks.eval_seeds --out out/tweets [--seeds 5] [--engine sklearn]
-                                               [--model-id ID] [--layer elmo] [--pooling mean]
+                                               [--model-id ID] [--layer elmo] [--pooling mean] [--set K=V ...]
 
 Reads the tables a pipeline run left under --out (train_embeddings, train_documents, train_clean) and trains
-once per seed (``train.seed`` = 0..N-1) with the pipeline's settings: each run reports the validation F1 of
-logistic regression on the embeddings and of the honest baseline (TF-IDF word 1-2-grams, sublinear tf,
-regParam by CV on that seed's training split), on the same rows. Prints each seed and the mean ± standard
-deviation of both, and of their difference.
+once per seed (``train.seed`` = 0..N-1) with the pipeline's settings: by default ``train.select``, so each seed
+chooses its embedding set and regParam by CV on its own training split, as the pipeline does. Each run reports
+the validation F1 of logistic regression on the embeddings (the selected set) and of the honest baseline (TF-IDF
+word 1-2-grams, sublinear tf, regParam by CV on that seed's training split), on the same rows. Prints each seed
+and the mean ± standard deviation of both, and of their difference.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-id", default=None)
     parser.add_argument("--layer", default=None)
     parser.add_argument("--pooling", default=None)
+    parser.add_argument(
+        "--set", action="append", default=[], help="a config override, e.g. train.select=false (repeatable)"
+    )
     args = parser.parse_args(argv)
 
     from jobs import train
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.session import get_spark
 
     out = Path(args.out).resolve()
-    base = ["spark.master=local[2]", "delta.engine=delta-rs", "spark.log_level=ERROR"]
+    base = ["spark.master=local[2]", "delta.engine=delta-rs", "spark.log_level=ERROR", *args.set]
     spark = get_spark(load_config("local", base))
     rows = []
     try:
@@ -60,8 +64,14 @@ def main(argv: list[str] | None = None) -> int:
                 m = classifier.metrics
                 ours, theirs = m["validation"]["f1"], m["tfidf_baseline"]["f1"]
                 rows.append((ours, theirs))
+                chosen = m.get("selection") and m["selection"]["chosen"]
+                picked = (
+                    f" [{chosen['layer']}/{chosen['pooling']}, regParam {chosen['reg_param']:g}]"
+                    if chosen
+                    else ""
+                )
                 print(
-                    f"seed {seed}: embeddings F1 {ours:.3f} {m['validation']['f1_interval']}, baseline F1 "
+                    f"seed {seed}: embeddings F1 {ours:.3f}{picked} {m['validation']['f1_interval']}, baseline F1 "
                     f"{theirs:.3f} (regParam {m['tfidf_baseline']['reg_param']:g}), {m['comparison']['verdict']}",
                     flush=True,
                 )
@@ -70,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     values = np.array(rows)
     diff = values[:, 0] - values[:, 1]
     print(
-        f"{args.seeds} seeds ({classifier.model_id}, {classifier.layer}, {classifier.pooling}, {args.engine}): "
+        f"{args.seeds} seeds ({classifier.model_id}, "
+        f"{'selected' if m.get('selection') else f'{classifier.layer}, {classifier.pooling}'}, {args.engine}): "
         f"embeddings {values[:, 0].mean():.3f} ± {values[:, 0].std(ddof=1):.3f}, honest baseline "
         f"{values[:, 1].mean():.3f} ± {values[:, 1].std(ddof=1):.3f}, difference {diff.mean():+.3f} ± "
         f"{diff.std(ddof=1):.3f}"

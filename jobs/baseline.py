@@ -249,12 +249,16 @@ def compare(
 
 def quality_lines(metrics: dict) -> list[str]:
     """What a person reads at the end of training: F1 with its interval, the baseline's, and which is better."""
+    from jobs.selection import describe as describe_selection
+
     m = metrics["validation"]
     low, high = m.get("f1_interval") or (None, None)
-    lines = [
+    selection = metrics.get("selection")
+    lines = [f"embedding set selected: {describe_selection(selection)}"] if selection else []
+    lines.append(
         f"F1 on the validation split: {m['f1']:.3f}"
         + (f" (95 % bootstrap interval {low:.3f}-{high:.3f}, {m['rows']:,} rows)" if low is not None else "")
-    ]
+    )
     b = metrics.get("tfidf_baseline")
     if b:
         b_low, b_high = b["f1_interval"]

@@ -130,7 +130,10 @@ SCHEMA: dict[str, dict[str, Setting]] = {
             "elmo", str, "which layer", ("word_emb", "lstm_outputs1", "lstm_outputs2", "elmo", "all")
         ),
         "pooling": Setting(
-            "mean", str, "pooling over tokens; 'none' writes token-level vectors", ("mean", "max", "none")
+            "mean",
+            str,
+            "pooling over tokens; mean_max concatenates the mean and max vectors; 'none' writes token-level vectors",
+            ("mean", "max", "mean_max", "none"),
         ),
         "token_budget": Setting(2048, int, "most rows x padded steps per model batch (bounds memory)"),
         "token_cache_mb": Setting(
@@ -175,6 +178,18 @@ SCHEMA["train"] = {
         bool,
         "also fit the honest baseline on the same split: TF-IDF word 1-2-grams, sublinear tf, logistic "
         "regression with regParam chosen by CV",
+    ),
+    "select": Setting(
+        True,
+        bool,
+        "choose the embedding set (train.select_layers x train.select_poolings) and regParam (train.select_grid) "
+        "by stratified k-fold CV on the training split; the pipeline embeds the sets the choice needs. false: "
+        "train on the one set given (the pipeline: embed.layer, embed.pooling) with train.reg_param",
+    ),
+    "select_layers": Setting(["elmo", "all"], list, "layers train.select chooses from"),
+    "select_poolings": Setting(["mean", "max", "mean_max"], list, "poolings train.select chooses from"),
+    "select_grid": Setting(
+        [0.003, 0.01, 0.03, 0.1, 0.3, 1.0], list, "regParam values train.select chooses from (with the set)"
     ),
     "tfidf_grid": Setting(
         [1e-7, 1e-6, 1e-5, 1e-4, 1e-3],

@@ -1,7 +1,7 @@
 """Embed job: a Delta table of cleaned tokens -> a Delta table of ELMo embeddings, one row per document.
 
     ./spark-submit.sh jobs/embed.py --input CLEAN_TABLE --output EMBEDDINGS_TABLE --model MODEL [--layer L]
-                                    [--pooling P]
+                                    [--pooling P] [--sets L/P,L/P,...]
 
 MODEL is any model spec (udfs/elmo/model_source.py): a native folder, an unpacked TF Hub module, a file:// URL,
 a TF Hub handle (fetched on the driver into $TFHUB_CACHE_DIR), or an hdfs:// / s3a:// / dbfs: path (copied on
@@ -11,9 +11,10 @@ The table's contract (also stored as table and column comments): ``id``; ``embed
 null for documents with no tokens, and when pooling is 'none'); ``token_embeddings`` array<array<float>> (one
 vector per token, only when pooling is 'none'); ``dim`` (length of each vector); ``layer``; ``pooling``;
 ``model_id`` (hash of the model's options and weights; the table is partitioned by it, so tables of different
-models never mix); ``created_at`` (UTC). Layer 'all' concatenates the layers' vectors. A run embeds only the ids
-that have no row yet for this model, layer and pooling, so re-running after a crash or on a grown input adds
-exactly the missing rows.
+models never mix); ``created_at`` (UTC). Layer 'all' concatenates the layers' vectors; pooling 'mean_max' is the
+mean vector then the max vector. A run embeds only the ids that have no row yet for this model, layer and
+pooling, so re-running after a crash or on a grown input adds exactly the missing rows. ``--sets`` writes several
+(layer, pooling) sets from one pass of the model: each document runs once, for every set it lacks.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from udfs.elmo.hub_runner import hub_model_id
 from udfs.elmo.model_source import resolve
 from udfs.elmo.options import BilmOptions, ModelFormatError
 from udfs.elmo.runtime import model_files, model_id_of, with_precision
-from udfs.embed import EmbedSpec, make_embed_function
+from udfs.embed import OUTPUT_SCHEMA, EmbedSpec, make_embed_function
 
 EMBEDDINGS_DESCRIPTION = (
     "elmo-lake ELMo embeddings: one row per document and (model_id, layer, pooling). embedding: pooled vector "
@@ -54,7 +55,8 @@ EMBEDDINGS_COMMENTS = {
     "token_embeddings": "one ELMo vector per token (pooling 'none' only), each of length dim",
     "dim": "length of each vector (2 x projection_dim; x 3 for layer 'all')",
     "layer": "word_emb, lstm_outputs1, lstm_outputs2, elmo (scalar mix) or all (layers concatenated)",
-    "pooling": "mean or max over the document's tokens (padding never counts), or none",
+    "pooling": "mean or max over the document's tokens (padding never counts), mean_max (the mean vector then the "
+    "max vector), or none",
     "model_id": "hash of the ELMo model's options and weights; never compare vectors across model_ids",
     "created_at": "when the row was written (UTC)",
 }
@@ -212,35 +214,65 @@ def ship_model(spark: SparkSession, model: ResolvedModel) -> str:
     return name
 
 
-def output_dim(model: ResolvedModel, layer: str) -> int:
-    return model.dim * (3 if layer == "all" else 1)
+def output_dim(model: ResolvedModel, layer: str, pooling: str = "mean") -> int:
+    return model.dim * (3 if layer == "all" else 1) * (2 if pooling == "mean_max" else 1)
+
+
+def check_sets(sets: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (layer, pooling) sets of one run, each once, in the order given; a clear error for an unknown one."""
+    from udfs.elmo.runtime import LAYERS, POOLINGS
+
+    unique = list(dict.fromkeys((str(layer), str(pooling)) for layer, pooling in sets))
+    bad = [
+        f"{layer}/{pooling}" for layer, pooling in unique if layer not in LAYERS or pooling not in POOLINGS
+    ]
+    if not unique or bad:
+        raise ConfigError(
+            [
+                f"embedding sets {', '.join(bad) or '(none)'}: each needs a layer ({', '.join(LAYERS)}) and a "
+                f"pooling ({', '.join(POOLINGS)})"
+            ]
+        )
+    return unique
 
 
 def embed_documents(clean: DataFrame, spec: EmbedSpec, model: ResolvedModel, partitions: int) -> DataFrame:
-    """clean rows (id, tokens, empty) -> embedding rows (OUTPUT_COLUMNS). No I/O."""
+    """clean rows (id, tokens) -> embedding rows (OUTPUT_COLUMNS), one per document and set. No I/O."""
     created = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     has_tokens = token_count() > 0
-    column = "token_embeddings" if spec.token_level else "embedding"
-    vector_type = "array<array<float>>" if spec.token_level else "array<float>"
     with_tokens = (
         clean.where(has_tokens)
         .select("id", "tokens")
         .repartition(partitions)
         .sortWithinPartitions(F.size("tokens"))  # similar lengths meet in one Arrow batch: less padding
-        .mapInArrow(make_embed_function(spec), f"id string, {column} {vector_type}")
+        .mapInArrow(make_embed_function(spec), OUTPUT_SCHEMA)
     )
-    without = clean.where(~has_tokens).select("id", F.lit(None).cast(vector_type).alias(column))
-    other = "embedding" if spec.token_level else "token_embeddings"
-    other_type = "array<float>" if spec.token_level else "array<array<float>>"
+    sets = clean.sparkSession.createDataFrame(list(spec.sets), "layer string, pooling string")
+    without = (
+        clean.where(~has_tokens)
+        .select("id")
+        .crossJoin(sets)
+        .select(
+            "id",
+            "layer",
+            "pooling",
+            F.lit(None).cast("array<float>").alias("embedding"),
+            F.lit(None).cast("array<array<float>>").alias("token_embeddings"),
+        )
+    )
+    dim = F.lit(None).cast("int")
+    for layer, pooling in spec.sets:
+        is_set = (F.col("layer") == layer) & (F.col("pooling") == pooling)
+        dim = F.when(is_set, F.lit(output_dim(model, layer, pooling))).otherwise(dim)
     return (
         with_tokens.unionByName(without)
         .select(
             "id",
-            column,
-            F.lit(None).cast(other_type).alias(other),
-            F.lit(output_dim(model, spec.layer)).alias("dim"),
-            F.lit(spec.layer).alias("layer"),
-            F.lit(spec.pooling).alias("pooling"),
+            "embedding",
+            "token_embeddings",
+            dim.alias("dim"),
+            "layer",
+            "pooling",
             F.lit(model.model_id).alias("model_id"),
             F.lit(created).cast("timestamp").alias("created_at"),
         )
@@ -256,10 +288,13 @@ def run(
     model_spec: str | None = None,
     layer: str | None = None,
     pooling: str | None = None,
+    sets: list[tuple[str, str]] | None = None,
 ) -> EmbedSummary:
+    """Embed the documents of ``input_table`` that ``output_table`` lacks, for one (layer, pooling) set (the
+    arguments, else the config's) or for several ``sets`` at once: one model pass gives a document every set
+    it lacks."""
     engine = cfg.delta.engine
-    layer = layer or cfg.embed.layer
-    pooling = pooling or cfg.embed.pooling
+    sets = check_sets(sets or [(layer or cfg.embed.layer, pooling or cfg.embed.pooling)])
     model = resolve_model(
         model_spec or cfg.embed.model, cfg.embed.hub_signature, spark, cfg.embed.backend, cfg.embed.precision
     )
@@ -270,8 +305,14 @@ def run(
         )
     clean = clean.select("id", "tokens")
     return retry_once_on_conflict(
-        "embed", output_table, lambda: _embed_missing(spark, cfg, clean, output_table, model, layer, pooling)
+        "embed", output_table, lambda: _embed_missing(spark, cfg, clean, output_table, model, sets)
     )
+
+
+def describe_sets(sets: list[tuple[str, str]]) -> str:
+    if len(sets) == 1:
+        return "layer {}, pooling {}".format(*sets[0])
+    return f"{len(sets)} sets (layer/pooling: {', '.join(f'{layer}/{pooling}' for layer, pooling in sets)})"
 
 
 def _embed_missing(
@@ -280,13 +321,26 @@ def _embed_missing(
     clean: DataFrame,
     output_table: str,
     model: ResolvedModel,
-    layer: str,
-    pooling: str,
+    sets: list[tuple[str, str]],
 ) -> EmbedSummary:
     """Embed the ids the output lacks at its current version, and commit only on top of that version."""
-    this_set = embedding_set(model.model_id, layer, pooling)
-    clean, version = rows_missing_from(spark, clean, output_table, cfg.delta.engine, ["id"], this_set)
-    clean = reuse(clean)  # counted, then embedded: cheap to recompute where it cannot be cached
+    if len(sets) == 1:
+        missing_ids, version = rows_missing_from(
+            spark, clean, output_table, cfg.delta.engine, ["id"], embedding_set(model.model_id, *sets[0])
+        )
+        missing_pairs = None  # every row computed is missing
+    else:  # the (id, layer, pooling) pairs the table lacks; a document runs once for all of its missing sets
+        wanted = clean.select("id").crossJoin(spark.createDataFrame(sets, "layer string, pooling string"))
+        missing_pairs, version = rows_missing_from(
+            spark,
+            wanted,
+            output_table,
+            cfg.delta.engine,
+            ["id", "layer", "pooling"],
+            F.col("model_id") == model.model_id,
+        )
+        missing_ids = clean.join(missing_pairs.select("id").distinct(), "id", "left_semi")
+    clean = reuse(missing_ids)  # counted, then embedded: cheap to recompute where it cannot be cached
     counts = clean.select(
         F.count("*").alias("rows"),
         F.sum(token_count()).alias("tokens"),
@@ -295,7 +349,10 @@ def _embed_missing(
     rows, tokens, without = counts["rows"], counts["tokens"] or 0, counts["without"] or 0
     if rows == 0 and version is not None:
         release(clean)
-        log("embed", f"nothing to embed: every document has a row for {model.model_id} ({layer}, {pooling})")
+        log(
+            "embed",
+            f"nothing to embed: every document has a row for {model.model_id} ({describe_sets(sets)})",
+        )
         return EmbedSummary(output_table, model.model_id, 0, 0, 0, 0.0, version)
     # executors elsewhere (a cluster, a Connect server) get their own copy of the model folder, unpacked
     shipped = not runs_locally(spark)
@@ -306,8 +363,7 @@ def _embed_missing(
         model_kind=model.kind,
         signature=model.signature,
         model_id=model.model_id,
-        layer=layer,
-        pooling=pooling,
+        sets=tuple(sets),
         token_budget=cfg.embed.token_budget,
         backend=cfg.embed.backend,
         threads=cfg.embed.threads_per_task,
@@ -317,13 +373,16 @@ def _embed_missing(
     partitions = cfg.embed.partitions or default_parallelism(spark)
     log(
         "embed",
-        f"embedding {rows} documents ({tokens} tokens) with {model.model_id}, layer {layer}, pooling "
-        f"{pooling}, {partitions} partitions",
+        f"embedding {rows} documents ({tokens} tokens) with {model.model_id}, {describe_sets(sets)}, "
+        f"{partitions} partitions",
     )
     start = time.perf_counter()
+    rows_out = embed_documents(clean, spec, model, partitions)
+    if missing_pairs is not None:  # a document may have had some of the sets already
+        rows_out = rows_out.join(missing_pairs, ["id", "layer", "pooling"], "left_semi")
     try:
         result = append_on_snapshot(
-            embed_documents(clean, spec, model, partitions),
+            rows_out,
             output_table,
             cfg,
             version,
@@ -357,20 +416,42 @@ def build_parser() -> argparse.ArgumentParser:
         "--layer", default=None, help="word_emb, lstm_outputs1, lstm_outputs2, elmo (default), all"
     )
     parser.add_argument(
-        "--pooling", default=None, help="mean (default), max, or none for token-level vectors"
+        "--pooling",
+        default=None,
+        help="mean (default), max, mean_max (both, concatenated), or none for token-level vectors",
+    )
+    parser.add_argument(
+        "--sets",
+        default=None,
+        help="several layer/pooling sets from one pass of the model, e.g. elmo/mean,all/max "
+        "(instead of --layer/--pooling)",
     )
     return parser
+
+
+def parse_sets(text: str) -> list[tuple[str, str]]:
+    """'elmo/mean,all/max' -> [('elmo', 'mean'), ('all', 'max')], checked by check_sets."""
+    pairs = []
+    for item in (part.strip() for part in text.split(",") if part.strip()):
+        layer, sep, pooling = item.partition("/")
+        if not sep:
+            raise ConfigError([f"--sets {text}: {item!r} is not LAYER/POOLING (e.g. elmo/mean)"])
+        pairs.append((layer.strip(), pooling.strip()))
+    return check_sets(pairs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     def job(args: argparse.Namespace, cfg: Config) -> int:
         overrides = [f"embed.{k}={v}" for k, v in (("layer", args.layer), ("pooling", args.pooling)) if v]
+        if overrides and args.sets:
+            raise ConfigError(["give either --sets or --layer/--pooling, not both"])
         if overrides:  # validated like any other setting
             from jobs.config import load_config
 
             cfg = load_config(args.conf, [*args.set, *overrides])
+        sets = parse_sets(args.sets) if args.sets else None
         spark = get_spark(cfg)
-        summary = run(spark, cfg, args.input, args.output, args.model)
+        summary = run(spark, cfg, args.input, args.output, args.model, sets=sets)
         rate = summary.tokens / summary.seconds if summary.seconds else 0.0
         log(
             "embed",

@@ -114,13 +114,26 @@ def run(
         ),
         note=lambda r: f"{r[0].cleaned + r[1].cleaned} documents cleaned ({r[0].empty + r[1].empty} empty)",
     )
+    select = cfg.train.select
+    # with train.select the training table gets every set the choice needs (one model pass for all of them),
+    # and the score table only the chosen one, after training
+    grid = [(layer, pooling) for layer in cfg.train.select_layers for pooling in cfg.train.select_poolings]
+    train_sets = grid if select else [(cfg.embed.layer, cfg.embed.pooling)]
+
+    def embed_score(layer: str, pooling: str):
+        return embed.run(spark, cfg, t["score_clean"], t["score_embeddings"], model, layer, pooling)
+
     embedded = stages.run(
         "embed",
         lambda: (
-            embed.run(spark, cfg, t["train_clean"], t["train_embeddings"], model),
-            embed.run(spark, cfg, t["score_clean"], t["score_embeddings"], model),
+            embed.run(spark, cfg, t["train_clean"], t["train_embeddings"], model, sets=train_sets),
+            None if select else embed_score(cfg.embed.layer, cfg.embed.pooling),
         ),
-        note=lambda r: f"{r[0].embedded + r[1].embedded} documents embedded with {r[0].model_id}",
+        note=lambda r: (
+            f"{r[0].embedded + (r[1].embedded if r[1] else 0)} documents embedded with "
+            f"{r[0].model_id} ({len(train_sets)} set{'s' if len(train_sets) > 1 else ''}: "
+            f"{', '.join(f'{layer}/{pooling}' for layer, pooling in train_sets)})"
+        ),
     )
 
     state_file = files / "pipeline_state.json"
@@ -129,7 +142,7 @@ def run(
         cfg,
         [t["train_embeddings"], t["train_documents"]],
         engine,
-        [embedded[0].model_id, cfg.embed.layer, cfg.embed.pooling],
+        [embedded[0].model_id, *(f"{layer}/{pooling}" for layer, pooling in train_sets)],
     )
     details_file = files / "validation_scores.npz"
 
@@ -155,8 +168,8 @@ def run(
             engine,
             t["runs"],
             model_id=embedded[0].model_id,
-            layer=cfg.embed.layer,
-            pooling=cfg.embed.pooling,
+            layer=None if select else cfg.embed.layer,
+            pooling=None if select else cfg.embed.pooling,
             clean=t["train_clean"],
         )
         files.mkdir(parents=True, exist_ok=True)
@@ -174,10 +187,24 @@ def run(
         ),
     )
     csv_path = str(files / "predictions.csv")
+
+    def score():
+        scored = embed_score(classifier.layer, classifier.pooling) if select else embedded[1]
+        return scored, predict.run(
+            spark, cfg, t["score_embeddings"], t["classifier"], t["predictions"], csv_path
+        )
+
     stages.run(
         "predict",
-        lambda: predict.run(spark, cfg, t["score_embeddings"], t["classifier"], t["predictions"], csv_path),
-        note=lambda n: f"{n} new predictions",
+        score,
+        note=lambda r: (
+            (
+                f"{r[0].embedded} documents embedded ({classifier.layer}/{classifier.pooling}), "
+                if select
+                else ""
+            )
+            + f"{r[1]} new predictions"
+        ),
     )
 
     def make_report():
@@ -266,8 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"predictions: {result['predictions_csv']}")
         print(f"report:      {result['report_html']} (figures in {result['report_json']})")
         print(
-            f"next: open the report, or try another layer: ./spark-submit.sh jobs/pipeline.py --out {args.out} "
-            "--set embed.layer=all --classifier spark"
+            f"next: open the report, or train on one set of your choice: ./spark-submit.sh jobs/pipeline.py --out "
+            f"{args.out} --set train.select=false --set embed.layer=all --classifier spark"
         )
         return 0
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from jobs.baseline import describe
 from jobs.paths import local_path
+from jobs.selection import describe as selection_describe
 
 
 def _plots(
@@ -74,6 +75,34 @@ def _plots(
     return made
 
 
+def cv_table(selection: dict | None) -> str:
+    """The model selection's cross-validation table: one row per embedding set, one column per regParam."""
+    if not selection:
+        return ""
+    grid = selection["grid"]
+    chosen = selection["chosen"]
+    by_set: dict[tuple, dict] = {}
+    for row in selection["cv"]:
+        by_set.setdefault((row["layer"], row["pooling"], row["dim"]), {})[row["reg_param"]] = row
+    header = "".join(f"<th>regParam {g:g}</th>" for g in grid)
+    body = ""
+    for (layer, pooling, dim), cells in by_set.items():
+        tds = ""
+        for g in grid:
+            row = cells.get(g)
+            best = row is chosen or (
+                row and (layer, pooling, g) == (chosen["layer"], chosen["pooling"], chosen["reg_param"])
+            )
+            text = "–" if not row else f"{row['f1']:.3f} ± {row['f1_sd']:.3f}"
+            tds += f"<td>{'<b>' + text + '</b>' if best else text}</td>"
+        body += f"<tr><th>{html.escape(layer)} / {html.escape(pooling)}</th><td>{dim}</td>{tds}</tr>"
+    return (
+        f"<h2>Model selection</h2><p>{html.escape(selection_describe(selection))}. Mean F1 ± s.d. over the "
+        f"{selection['folds']} folds of the training split ({selection['engine']} engine); the chosen cell is bold.</p>"
+        f"<table><tr><th>layer / pooling</th><th>dim</th>{header}</tr>{body}</table>"
+    )
+
+
 def write_report(
     folder: str | Path,
     report: dict,
@@ -123,6 +152,7 @@ def write_report(
         if b
         else ""
     )
+    selection_table = cv_table(report["metrics"].get("selection"))
     stage_rows = "".join(
         f"<tr><th>{html.escape(stage)}</th><td>{info.get('seconds', 0):.1f} s</td><td>{html.escape(str(info.get('rows', '')))}</td>"
         f"<td>{html.escape(str(info.get('note', '')))}</td></tr>"
@@ -143,7 +173,7 @@ embeddings <code>{html.escape(report.get("model_id", ""))}</code>, layer <code>{
 pooling <code>{html.escape(report.get("pooling", ""))}</code>.</p>
 <h2>Validation metrics</h2>
 <table><tr><th></th><th>ELMo + logistic regression</th><th>honest baseline: TF-IDF 1–2-grams + logistic regression</th></tr>{metric_rows}</table>
-{verdict}{baseline_about}
+{verdict}{baseline_about}{selection_table}
 <h2>Plots</h2>{images}
 <h2>Stages</h2><table><tr><th>stage</th><th>time</th><th>rows</th><th></th></tr>{stage_rows}</table>
 <p>Predictions: <code>{html.escape(str(report.get("predictions_csv", "")))}</code>. All figures: <code>report.json</code>.</p>

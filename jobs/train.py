@@ -3,10 +3,11 @@
     ./spark-submit.sh jobs/train.py --embeddings EMB_TABLE --labels DOCS_TABLE --output CLASSIFIER_DIR
                                     [--engine spark|sklearn] [--runs RUNS_TABLE]
 
-Joins the embeddings (one model_id, layer and pooling) with the documents' 0/1 labels, splits train/validation
-(stratified, seeded; 20 % validation by default), fits logistic regression with Spark ML (scales out; optional
-cross-validated grid over regParam) or scikit-learn on the driver (refused when the features would not fit the
-driver budget), and reports F1, precision, recall, ROC AUC, PR AUC and the F1-best threshold on the validation
+Joins the embeddings with the documents' 0/1 labels, splits train/validation (stratified, seeded; 20 %
+validation by default), chooses the embedding set (layer x pooling of one model_id) and regParam by k-fold CV on
+the training split (train.select, on by default; jobs/selection.py; train.select=false trains on the one set
+--model-id/--layer/--pooling name with train.reg_param), fits logistic regression with Spark ML (scales out) or
+scikit-learn on the driver (refused when the features would not fit the driver budget), and reports F1, precision, recall, ROC AUC, PR AUC and the F1-best threshold on the validation
 split, with a 95 % bootstrap interval on F1, beside the honest baseline on the same split (TF-IDF word 1-2-grams,
 sublinear tf, regularisation chosen by k-fold CV on the training split; jobs/baseline.py) and the paired
 interval of their difference. Saves CLASSIFIER_DIR/classifier.json and appends a row to the
@@ -42,6 +43,8 @@ from jobs.delta_tables import read_delta, write_delta
 from jobs.embed import embedding_set
 from jobs.errors import InputError
 from jobs.paths import join, spark_path
+from jobs.selection import candidate_sets, choose, cross_validate, fold_column
+from jobs.selection import describe as selection_describe
 from jobs.session import get_spark, release, reuse
 
 RUNS_DESCRIPTION = (
@@ -49,11 +52,21 @@ RUNS_DESCRIPTION = (
 )
 
 
+def embedding_keys(emb: DataFrame) -> list[dict]:
+    """(model_id, layer, pooling, dim) of every set in an embedding table."""
+    return [r.asDict() for r in emb.select("model_id", "layer", "pooling", "dim").distinct().collect()]
+
+
 def select_embeddings(
     emb: DataFrame, model_id: str | None, layer: str | None, pooling: str | None
 ) -> tuple[DataFrame, dict]:
-    """The one (model_id, layer, pooling) slice of an embedding table to train on, or a clear error."""
-    keys = [r.asDict() for r in emb.select("model_id", "layer", "pooling", "dim").distinct().collect()]
+    """The rows of the one (model_id, layer, pooling) set of an embedding table, or a clear error."""
+    key = one_set(embedding_keys(emb), model_id, layer, pooling)
+    return emb.where(embedding_set(key["model_id"], key["layer"], key["pooling"])), key
+
+
+def one_set(keys: list[dict], model_id: str | None, layer: str | None, pooling: str | None) -> dict:
+    """The one pooled (model_id, layer, pooling) set among ``keys`` that the filters leave, or a clear error."""
     chosen = [
         k
         for k in keys
@@ -69,22 +82,13 @@ def select_embeddings(
             if chosen
             else f"no pooled embeddings match (found: {found})"
         )
-    key = chosen[0]
-    return emb.where(embedding_set(key["model_id"], key["layer"], key["pooling"])), key
+    return chosen[0]
 
 
-def labelled_rows(
-    spark: SparkSession,
-    cfg: Config,
-    embeddings: str,
-    labels: str,
-    key_filter: dict,
-    clean: str | None = None,
-) -> tuple[DataFrame, dict]:
-    """Labelled rows with their embedding and the baseline's text: the clean tokens joined by spaces when a
-    clean table is given (what the embeddings saw), else the documents' raw text."""
+def labelled_documents(spark: SparkSession, cfg: Config, labels: str, clean: str | None = None) -> DataFrame:
+    """(id, label, text) of the labelled documents; text is the clean tokens joined by spaces when a clean table
+    is given (what the embeddings saw), else the documents' raw text (the baseline reads it)."""
     engine = cfg.delta.engine
-    emb, key = select_embeddings(read_delta(spark, embeddings, engine), **key_filter)
     docs = read_delta(spark, labels, engine)
     for column in ("id", "label"):
         if column not in docs.columns:
@@ -99,8 +103,44 @@ def labelled_rows(
         labelled = labelled.join(tokens, "id", "left").select(
             "id", "label", F.coalesce("clean_text", F.lit("")).alias("text")
         )
-    joined = labelled.join(emb.select("id", "embedding"), "id", "inner")
-    return joined, key
+    return labelled
+
+
+def select_set(
+    spark: SparkSession, cfg: Config, emb: DataFrame, split: DataFrame, candidates: list[dict], engine: str
+) -> tuple[dict, dict]:
+    """train.select: the candidate set and regParam with the best k-fold CV F1 on the training split."""
+    t = cfg.train
+    log(
+        "train",
+        f"selecting among {len(candidates)} embedding set{'s' if len(candidates) > 1 else ''} x "
+        f"{len(t.select_grid)} regParam values by "
+        f"{t.folds}-fold CV on the training split ({engine} engine)",
+    )
+    train_folds = split.where(~F.col("is_validation")).select(
+        "id", "label", fold_column(t.folds, t.seed).alias("fold")
+    )
+    cv = cross_validate(
+        train_folds,
+        emb,
+        candidates,
+        list(t.select_grid),
+        t.folds,
+        engine,
+        t.driver_budget_mb,
+        lambda message: log("train", message),
+    )
+    best = choose(cv)
+    key = next(k for k in candidates if (k["layer"], k["pooling"]) == (best["layer"], best["pooling"]))
+    selection = {
+        "folds": t.folds,
+        "grid": sorted(float(g) for g in t.select_grid),
+        "cv": cv,
+        "chosen": best,
+        "engine": engine,
+    }
+    log("train", f"selected {selection_describe(selection)}")
+    return key, selection
 
 
 def train_classifier(
@@ -113,11 +153,32 @@ def train_classifier(
     clean: str | None = None,
 ) -> tuple[Classifier, dict]:
     t = cfg.train
-    joined, key = labelled_rows(spark, cfg, embeddings, labels, key_filter, clean)
-    split = reuse(stratified_split(joined, t.validation_fraction, t.seed))  # a join: cheap to recompute
+    emb = read_delta(spark, embeddings, cfg.delta.engine)
+    keys = embedding_keys(emb)
+    if t.select:
+        candidates = candidate_sets(keys, **key_filter, layers=t.select_layers, poolings=t.select_poolings)
+    else:
+        candidates = [one_set(keys, **key_filter)]
+    labelled = labelled_documents(spark, cfg, labels, clean)
+    # the split: labelled documents with a row in any candidate set (every set should hold the same documents;
+    # cross_validate says so when one does not)
+    in_a_set = F.lit(False)
+    for k in candidates:
+        in_a_set = in_a_set | embedding_set(k["model_id"], k["layer"], k["pooling"])
+    ids = emb.where(in_a_set).select("id").distinct()
+    split = reuse(stratified_split(labelled.join(ids, "id"), t.validation_fraction, t.seed))
     try:
-        train = split.where(~F.col("is_validation") & F.col("embedding").isNotNull())
-        validation = split.where(F.col("is_validation"))
+        selection = None
+        if t.select:
+            key, selection = select_set(spark, cfg, emb, split, candidates, engine)
+        else:
+            key = candidates[0]
+        vectors = emb.where(embedding_set(key["model_id"], key["layer"], key["pooling"])).select(
+            "id", "embedding"
+        )
+        rows = split.join(vectors, "id")
+        train = rows.where(~F.col("is_validation") & F.col("embedding").isNotNull())
+        validation = rows.where(F.col("is_validation"))
         n_train, n_valid = train.count(), validation.count()
         if n_train < 2 or n_valid < 1 or train.select("label").distinct().count() < 2:
             raise InputError(
@@ -128,11 +189,12 @@ def train_classifier(
             f"{n_train} training and {n_valid} validation rows ({key['model_id']}, {key['layer']}, {key['pooling']}), engine {engine}",
         )
         start = time.perf_counter()
-        reg = t.reg_param
+        reg = selection["chosen"]["reg_param"] if selection else t.reg_param
         if engine == "sklearn":
             weights, intercept = fit_sklearn(train, n_train, key["dim"], reg, t.driver_budget_mb)
         else:
-            weights, intercept, reg = fit_spark(train, reg, list(t.grid), t.folds, t.seed)
+            grid = [] if selection else list(t.grid)
+            weights, intercept, reg = fit_spark(train, reg, grid, t.folds, t.seed)
         fit_seconds = time.perf_counter() - start
         classifier = Classifier(
             weights=[float(w) for w in weights],
@@ -162,7 +224,7 @@ def train_classifier(
                 "train", f"honest baseline: TF-IDF 1-2-grams, regParam by {t.folds}-fold CV ({engine} engine)"
             )
             baseline = tfidf_baseline(
-                split.where(~F.col("is_validation")),
+                rows.where(~F.col("is_validation")),
                 validation,
                 engine,
                 list(t.tfidf_grid),
@@ -173,7 +235,12 @@ def train_classifier(
             scores = baseline.pop("scores")
             if scores["ids"] == scored.column("id").to_pylist():  # the same rows, in the same order
                 comparison = compare(labels_v, probs_v, scores["probabilities"], seed=t.seed)
-        classifier.metrics = {"validation": metrics, "tfidf_baseline": baseline, "comparison": comparison}
+        classifier.metrics = {
+            "validation": metrics,
+            "tfidf_baseline": baseline,
+            "comparison": comparison,
+            "selection": selection,
+        }
         details = {"labels": labels_v, "probabilities": probs_v}
         return classifier, details
     finally:
@@ -262,8 +329,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--engine", choices=["spark", "sklearn"], default=None, help="default: train.engine")
     parser.add_argument("--runs", default=None, help="Delta table of runs (default: OUTPUT/../runs)")
     parser.add_argument("--model-id", default=None, help="which model's embeddings, if the table has several")
-    parser.add_argument("--layer", default=None, help="which layer's embeddings, if the table has several")
-    parser.add_argument("--pooling", default=None, help="which pooling, if the table has several")
+    parser.add_argument(
+        "--layer",
+        default=None,
+        help="which layer's embeddings (with train.select: only this layer's sets are candidates)",
+    )
+    parser.add_argument(
+        "--pooling",
+        default=None,
+        help="which pooling (with train.select: only this pooling's sets are candidates)",
+    )
     parser.add_argument(
         "--clean",
         default=None,

@@ -21,7 +21,10 @@ DIM = 8
 
 
 def cfg_with(*overrides):
-    return load_config("local", ["delta.engine=delta-rs", "train.tfidf_baseline=false", *overrides])
+    """Fixed training (no model selection, no baseline) unless the overrides say otherwise."""
+    return load_config(
+        "local", ["delta.engine=delta-rs", "train.tfidf_baseline=false", "train.select=false", *overrides]
+    )
 
 
 def write_tables(tmp_path, n=300, model_id="elmo-test", labels=None, seed=0):
@@ -42,6 +45,7 @@ def write_tables(tmp_path, n=300, model_id="elmo-test", labels=None, seed=0):
         }
     )
     write_deltalake(str(tmp_path / "emb"), emb, partition_by=["model_id"], mode="append")
+    write_tables.features = x
     docs = pa.table(
         {
             "id": ids,
@@ -139,6 +143,24 @@ def test_the_pipeline_on_the_built_in_sample_and_its_rerun(spark, tmp_path):
         "no clear winner",
     )
     assert "bootstrap interval" in result["report_html"].read_text()
+    # train.select (the default): every set of the grid embedded for training, only the chosen one for scoring
+    selection = report["metrics"]["selection"]
+    assert len(selection["cv"]) == 6 * len(selection["grid"]) and selection["folds"] == 3
+    chosen = selection["chosen"]
+    assert (report["layer"], report["pooling"]) == (chosen["layer"], chosen["pooling"])
+    train_sets = {
+        (r["layer"], r["pooling"])
+        for r in DeltaTable(result_table(tmp_path, "train")).to_pyarrow_table().to_pylist()
+    }
+    assert train_sets == {
+        (layer, pooling) for layer in ("elmo", "all") for pooling in ("mean", "max", "mean_max")
+    }
+    score_sets = {
+        (r["layer"], r["pooling"])
+        for r in DeltaTable(result_table(tmp_path, "score")).to_pyarrow_table().to_pylist()
+    }
+    assert score_sets == {(chosen["layer"], chosen["pooling"])}
+    assert "Model selection" in result["report_html"].read_text()
     for png in ("confusion_matrix.png", "precision_recall.png", "embeddings_pca.png"):
         assert (tmp_path / "out" / png).stat().st_size > 1000
     assert "<img" in result["report_html"].read_text()
@@ -147,6 +169,71 @@ def test_the_pipeline_on_the_built_in_sample_and_its_rerun(spark, tmp_path):
     report = json.loads(again["report_json"].read_text())
     assert report["stages"]["train"]["note"].startswith("reused")
     assert "0 new predictions" in report["stages"]["predict"]["note"]
+
+
+def result_table(tmp_path, which):
+    return str(tmp_path / "out" / f"{which}_embeddings")
+
+
+def add_set(path, layer, pooling, x, ids=None, model_id="elmo-test"):
+    """Another (layer, pooling) set of vectors ``x`` (rows in id order) in the embedding table at ``path``."""
+    ids = ids if ids is not None else [str(i) for i in range(len(x))]
+    n = len(ids)
+    table = pa.table(
+        {
+            "id": ids,
+            "embedding": pa.array([list(map(float, x[int(i)])) for i in ids], pa.list_(pa.float32())),
+            "token_embeddings": pa.array([None] * n, pa.list_(pa.list_(pa.float32()))),
+            "dim": pa.array([x.shape[1]] * n, pa.int32()),
+            "layer": [layer] * n,
+            "pooling": [pooling] * n,
+            "model_id": [model_id] * n,
+            "created_at": pa.array([dt.datetime(2026, 1, 1)] * n, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    write_deltalake(path, table, partition_by=["model_id"], mode="append")
+
+
+def test_selection_chooses_the_set_and_regularisation_by_cv_on_both_engines(spark, tmp_path):
+    emb, docs = write_tables(tmp_path, n=240)
+    informative = write_tables.features
+    noise = np.random.default_rng(5).standard_normal((240, 2 * DIM)).astype(np.float32)
+    add_set(emb, "all", "mean", noise)  # a set that carries no signal: CV must not pick it
+    add_set(emb, "lstm_outputs2", "mean", informative)  # outside train.select_layers: never a candidate
+    cfg = cfg_with("train.select=true", "train.select_grid=[0.01, 1.0]", "train.folds=2")
+    chosen = {}
+    for engine in ("sklearn", "spark"):
+        classifier, _ = train.run(spark, cfg, emb, docs, str(tmp_path / engine), engine)
+        selection = classifier.metrics["selection"]
+        assert {(r["layer"], r["pooling"]) for r in selection["cv"]} == {("elmo", "mean"), ("all", "mean")}
+        train_rows = classifier.metrics["validation"]["train_rows"]
+        assert len(selection["cv"]) == 4 and all(r["rows"] == train_rows for r in selection["cv"])
+        assert (classifier.layer, classifier.pooling) == ("elmo", "mean") and len(classifier.weights) == DIM
+        assert classifier.reg_param == selection["chosen"]["reg_param"] in (0.01, 1.0)
+        noise_f1 = max(r["f1"] for r in selection["cv"] if r["layer"] == "all")
+        assert selection["chosen"]["f1"] > 0.8 > noise_f1 + 0.1
+        saved = json.loads((tmp_path / engine / "classifier.json").read_text())
+        assert saved["layer"] == "elmo" and saved["metrics"]["selection"]["chosen"] == selection["chosen"]
+        chosen[engine] = {(r["layer"], r["pooling"], r["reg_param"]): r["f1"] for r in selection["cv"]}
+    # the same folds and objective: the engines' fold F1s agree
+    for cell, f1 in chosen["sklearn"].items():
+        assert abs(f1 - chosen["spark"][cell]) <= 0.03, cell
+
+    from jobs.report import cv_table
+
+    html = cv_table(selection)
+    assert "Model selection" in html and html.count("<b>") == 1 and "all / mean" in html
+
+
+def test_selection_explains_what_it_cannot_choose_from(spark, tmp_path):
+    emb, docs = write_tables(tmp_path / "a", n=60)  # only elmo/mean
+    cfg = cfg_with("train.select=true", "train.select_grid=[0.01]", "train.folds=2")
+    with pytest.raises(InputError, match="no embedding set to select from: layers all x poolings mean_max"):
+        train.run(spark, cfg, emb, docs, str(tmp_path / "c"), "sklearn", layer="all", pooling="mean_max")
+    half = [str(i) for i in range(30)]  # a set embedded for part of the documents only
+    add_set(emb, "elmo", "max", write_tables.features, ids=half)
+    with pytest.raises(InputError, match="the embedding sets cover different training rows"):
+        train.run(spark, cfg, emb, docs, str(tmp_path / "c"), "sklearn")
 
 
 def test_the_spark_engine_cross_validates_a_grid(spark, tmp_path):
@@ -236,9 +323,11 @@ def test_train_reports_f1_with_its_interval_beside_the_baseline(spark, tmp_path)
     assert m["comparison"]["rows"] == m["validation"]["rows"]
     from jobs.baseline import quality_lines
 
-    lines = quality_lines(m)
-    assert lines[0].startswith("F1 on the validation split:") and "95 % bootstrap interval" in lines[0]
-    assert lines[1].startswith("honest baseline (TF-IDF word 1-2-grams of the raw text")
-    assert lines[2].startswith("embeddings - baseline:")
+    lines = quality_lines(m)  # train.select is on by default: the choice comes first
+    assert lines[0].startswith("embedding set selected: layer elmo, pooling mean, regParam ")
+    assert "chosen from 1 embedding set x 6 regParam values by 3-fold CV" in lines[0]
+    assert lines[1].startswith("F1 on the validation split:") and "95 % bootstrap interval" in lines[1]
+    assert lines[2].startswith("honest baseline (TF-IDF word 1-2-grams of the raw text")
+    assert lines[3].startswith("embeddings - baseline:")
     saved = json.loads((tmp_path / "c" / "classifier.json").read_text())
     assert saved["metrics"]["comparison"]["verdict"] == m["comparison"]["verdict"]

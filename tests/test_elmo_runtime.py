@@ -137,3 +137,26 @@ def test_one_and_two_intra_op_threads_agree_to_the_promised_tolerance(tmp_path):
     assert sorted(outputs[1].files) == sorted(outputs[2].files) and len(outputs[1].files) == len(sentences())
     for name in outputs[1].files:
         np.testing.assert_allclose(outputs[2][name], outputs[1][name], atol=BATCH_INVARIANCE_TOL, rtol=0)
+
+
+def test_mean_max_pooling_and_several_sets_from_one_pass(elmo):
+    batch = [sentences()[2], [], sentences()[5], ["word"]]
+    mixed = elmo.embed([batch[0]], layer="elmo")[0]
+    both = elmo.embed([batch[0]], layer="elmo", pooling="mean_max")[0]
+    assert both.shape == (64,)
+    np.testing.assert_allclose(both, np.concatenate([mixed.mean(axis=0), mixed.max(axis=0)]), atol=1e-6)
+    layers = elmo.embed([batch[0]], layer="all", pooling="mean_max")[0]  # three means, then three maxima
+    full = elmo.embed([batch[0]])[0]
+    np.testing.assert_allclose(
+        layers, np.concatenate([full.mean(axis=1).reshape(-1), full.max(axis=1).reshape(-1)]), atol=1e-6
+    )
+    sets = [("elmo", "mean"), ("all", "max"), ("elmo", "mean_max"), ("lstm_outputs1", "none")]
+    together = elmo.embed_sets(batch, sets)
+    assert [len(v) for v in together] == [4] * len(batch)
+    for k, (layer, pooling) in enumerate(sets):  # each set as its own call gives
+        alone = elmo.embed(batch, layer=layer, pooling=pooling)
+        for i in range(len(batch)):
+            np.testing.assert_allclose(together[i][k], alone[i], atol=BATCH_INVARIANCE_TOL, rtol=0)
+    assert together[1][2].shape == (64,) and not together[1][2].any()  # no tokens: zeros
+    with pytest.raises(ValueError, match="pooling 'median' is not one of"):
+        elmo.embed_sets(batch, [("elmo", "mean"), ("elmo", "median")])

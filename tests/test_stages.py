@@ -11,7 +11,7 @@ from jobs import clean as clean_job
 from jobs import embed as embed_job
 from jobs.config import load_config
 from jobs.delta_tables import table_version
-from jobs.errors import SetupError
+from jobs.errors import ConfigError, SetupError
 from tests.elmo_fixture import fixture_dir
 from udfs.clean import CleanSettings, clean_texts, prepare_text
 
@@ -222,3 +222,37 @@ def test_missing_model_fails_with_what_to_give(spark, tmp_path):
         embed_job.run(
             spark, cfg_with(), str(tmp_path / "clean"), str(tmp_path / "emb"), str(tmp_path / "empty-model")
         )
+
+
+def test_several_sets_in_one_run_equal_one_set_per_run_and_only_missing_pairs_are_added(spark, tmp_path):
+    clean = clean_table(spark, tmp_path, {**SENTENCES, "empty": ""})
+    model = str(fixture_dir())
+    sets = [("elmo", "mean"), ("elmo", "mean_max"), ("all", "max")]
+    together, apart = str(tmp_path / "together"), str(tmp_path / "apart")
+    summary = embed_job.run(spark, cfg_with(), clean, together, model, sets=sets)
+    assert summary.embedded == len(SENTENCES) and summary.without_tokens == 1
+    for layer, pooling in sets:
+        embed_job.run(spark, cfg_with(), clean, apart, model, layer, pooling)
+    key = lambda r: (r["id"], r["layer"], r["pooling"])  # noqa: E731
+    a = {key(r): r for r in DeltaTable(together).to_pyarrow_table().to_pylist()}
+    b = {key(r): r for r in DeltaTable(apart).to_pyarrow_table().to_pylist()}
+    assert set(a) == set(b) and len(a) == 3 * (len(SENTENCES) + 1)
+    dims = {("elmo", "mean"): 32, ("elmo", "mean_max"): 64, ("all", "max"): 96}
+    for k, row in a.items():
+        assert row["dim"] == b[k]["dim"] == dims[k[1:]]
+        if k[0] == "empty":
+            assert row["embedding"] is None and b[k]["embedding"] is None
+        else:
+            assert len(row["embedding"]) == row["dim"]
+            np.testing.assert_allclose(row["embedding"], b[k]["embedding"], atol=1e-6, rtol=0)
+
+    # a run that asks for sets the table partly has adds only the missing (id, layer, pooling) rows
+    version = table_version(apart)
+    again = embed_job.run(spark, cfg_with(), clean, apart, model, sets=[*sets, ("all", "mean")])
+    table = DeltaTable(apart).to_pyarrow_table().to_pylist()
+    assert again.embedded == len(SENTENCES) and table_version(apart) == version + 1
+    assert len(table) == 4 * (len(SENTENCES) + 1) and len({key(r) for r in table}) == len(table)
+    nothing = embed_job.run(spark, cfg_with(), clean, apart, model, sets=[*sets, ("all", "mean")])
+    assert nothing.embedded == 0 and table_version(apart) == version + 1
+    with pytest.raises(ConfigError, match="embedding sets elmo/median: each needs a layer"):
+        embed_job.run(spark, cfg_with(), clean, apart, model, sets=[("elmo", "median")])

@@ -1,7 +1,9 @@
 """ELMo on executors: the model is loaded once per Python worker and kept across tasks; rows arrive as Arrow.
 
-``make_embed_function`` returns the ``mapInArrow`` body: (id, tokens) batches in, (id, embedding) batches out.
-Each Arrow batch goes to the runtime whole, which sorts it by length and cuts it by the token budget. On a GPU
+``make_embed_function`` returns the ``mapInArrow`` body: (id, tokens) batches in, (id, layer, pooling, embedding,
+token_embeddings) batches out, one row per document and (layer, pooling) set asked for: every set of a document
+comes from one run of the model. Each Arrow batch goes to the runtime whole, which sorts it by length and cuts
+it by the token budget. On a GPU
 node, each task uses the GPU address Spark assigned to it, and memory is taken as needed, not all up front.
 """
 
@@ -24,8 +26,7 @@ class EmbedSpec:
 
     model_dir: str  # a local path, or the name of an archive shipped with spark.addArtifacts(archive=True)
     shipped: bool
-    layer: str
-    pooling: str
+    sets: tuple[tuple[str, str], ...]  # (layer, pooling) of each output set
     token_budget: int
     backend: str
     threads: int  # 0 = spark.task.cpus
@@ -35,9 +36,10 @@ class EmbedSpec:
     token_cache_mb: int = -1  # the runtime's token cache (-1 = sized for the machine, 0 = off)
     precision: str = "float32"
 
-    @property
-    def token_level(self) -> bool:
-        return self.pooling == "none"
+
+OUTPUT_SCHEMA = (
+    "id string, layer string, pooling string, embedding array<float>, token_embeddings array<array<float>>"
+)
 
 
 _MODELS: dict[tuple, object] = {}
@@ -205,9 +207,18 @@ def vectors_to_arrow(vectors: list[np.ndarray | None], token_level: bool) -> pa.
     return pa.ListArray.from_arrays(offsets, values, mask=mask)
 
 
+def set_columns(vectors: list[np.ndarray | None], layer: str, pooling: str) -> tuple[pa.Array, pa.Array]:
+    """One set's vectors as the (embedding, token_embeddings) columns: pooled sets fill the first, 'none' the
+    second (layer 'all' as one vector per token, its layers concatenated)."""
+    if pooling != "none":
+        return vectors_to_arrow(vectors, False), pa.nulls(len(vectors), pa.list_(pa.list_(pa.float32())))
+    if layer == "all":  # (layers, tokens, dim) -> (tokens, layers * dim)
+        vectors = [None if v is None else v.transpose(1, 0, 2).reshape(v.shape[1], -1) for v in vectors]
+    return pa.nulls(len(vectors), pa.list_(pa.float32())), vectors_to_arrow(vectors, True)
+
+
 def make_embed_function(spec: EmbedSpec):
-    """The ``mapInArrow`` body: batches of (id, tokens) -> batches of (id, embedding or token_embeddings)."""
-    column = "token_embeddings" if spec.token_level else "embedding"
+    """The ``mapInArrow`` body: batches of (id, tokens) -> batches of OUTPUT_SCHEMA, one per set."""
 
     def embed_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         model, rows, n_tokens, before = None, 0, 0, None
@@ -223,13 +234,20 @@ def make_embed_function(spec: EmbedSpec):
             n_tokens += sum(len(t) for t in tokens if t)
             sentences = [t or [] for t in tokens]
             with _device_scope(spec.backend, gpu):
-                vectors = model.embed(sentences, layer=spec.layer, pooling=spec.pooling)
-            if spec.token_level and spec.layer == "all":  # (layers, tokens, dim) -> (tokens, layers * dim)
-                vectors = [v.transpose(1, 0, 2).reshape(v.shape[1], -1) for v in vectors]
-            vectors = [None if not s else v for s, v in zip(sentences, vectors, strict=True)]
-            yield pa.RecordBatch.from_arrays(
-                [batch.column("id"), vectors_to_arrow(vectors, spec.token_level)], names=["id", column]
-            )
+                per_sentence = model.embed_sets(sentences, spec.sets)
+            for k, (layer, pooling) in enumerate(spec.sets):
+                vectors = [None if not s else v[k] for s, v in zip(sentences, per_sentence, strict=True)]
+                embedding, token_embeddings = set_columns(vectors, layer, pooling)
+                yield pa.RecordBatch.from_arrays(
+                    [
+                        batch.column("id"),
+                        pa.array([layer] * batch.num_rows, pa.string()),
+                        pa.array([pooling] * batch.num_rows, pa.string()),
+                        embedding,
+                        token_embeddings,
+                    ],
+                    names=["id", "layer", "pooling", "embedding", "token_embeddings"],
+                )
         if model is not None:
             print(task_summary(model, gpu, rows, n_tokens, before), file=sys.stderr, flush=True)
 

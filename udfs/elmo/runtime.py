@@ -25,7 +25,7 @@ from udfs.elmo.weights import read_weight_file, to_params
 LAYERS = ("word_emb", "lstm_outputs1", "lstm_outputs2", "elmo", "all")
 PRECISIONS = ("float32", "bfloat16", "float16")
 PRECISION_SUFFIX = {"float32": "", "bfloat16": "-bf16", "float16": "-fp16"}
-POOLINGS = ("mean", "max", "none")
+POOLINGS = ("mean", "max", "mean_max", "none")
 DEFAULT_TOKEN_BUDGET = 2048
 MIN_FILL = 0.75  # a sentence joins a batch only if it fills at least this share of the batch's steps
 
@@ -118,22 +118,35 @@ class BatchedEmbedder:
 
         Returns, per sentence: ``layer='all'`` -> (n_layers + 1, n_tokens, dim); any other layer ->
         (n_tokens, dim); with ``pooling`` 'mean' or 'max' the token axis is pooled (masked: padding never
-        counts; an empty sentence pools to zeros).
+        counts; an empty sentence pools to zeros); 'mean_max' is the mean vector then the max vector, flat.
+        """
+        return [vectors[0] for vectors in self.embed_sets(sentences, [(layer, pooling)])]
+
+    def embed_sets(
+        self, sentences: Sequence[Sequence[str]], sets: Sequence[tuple[str, str]]
+    ) -> list[list[np.ndarray]]:
+        """Per sentence, one vector for each (layer, pooling) of ``sets``, from one run of the model.
+
+        Each is what ``embed(sentences, layer, pooling)`` returns for that sentence: several layers and poolings
+        of the same text cost one forward pass.
         """
         sentences = check_sentences(sentences)
-        check_choice("layer", layer, LAYERS)
-        check_choice("pooling", pooling, POOLINGS)
-        results: list[np.ndarray | None] = [None] * len(sentences)
+        for layer, pooling in sets:
+            check_choice("layer", layer, LAYERS)
+            check_choice("pooling", pooling, POOLINGS)
+        results: list[list[np.ndarray] | None] = [None] * len(sentences)
         lengths = [len(s) for s in sentences]
         for batch in plan_batches(lengths, self.token_budget, self.max_rows):
             if lengths[batch[0]] == 0:  # only empty sentences left: nothing to run
                 empty = np.zeros((self.n_layers + 1, 0, self.dim), np.float32)
                 for i in batch:
-                    results[i] = self._select(empty, layer, pooling, empty[0])
+                    results[i] = [self._select(empty, layer, pooling, empty[0]) for layer, pooling in sets]
                 continue
             rows = self._run_rows([sentences[i] for i in batch])
             for i, (tokens, elmo) in zip(batch, rows, strict=True):
-                results[i] = self._select(tokens, layer, pooling, elmo)
+                if elmo is None and any(layer == "elmo" for layer, _ in sets):
+                    elmo = self._mix(tokens)  # once for every set that needs it
+                results[i] = [self._select(tokens, layer, pooling, elmo) for layer, pooling in sets]
         return results  # type: ignore[return-value]
 
     def _run_rows(self, sentences: list[list[str]]) -> list[tuple[np.ndarray, np.ndarray | None]]:
@@ -315,9 +328,15 @@ class Elmo(BatchedEmbedder):
 
 
 def pool(chosen: np.ndarray, pooling: str) -> np.ndarray:
-    """Pool the token axis (the second to last) by 'mean' or 'max', or keep it ('none'); no tokens -> zeros."""
+    """Pool the token axis (the second to last) by 'mean' or 'max', or keep it ('none'); no tokens -> zeros.
+
+    'mean_max' is the mean-pooled vector followed by the max-pooled one, flattened (layer 'all': the three
+    layers' means, then their maxima), as one vector twice as long.
+    """
     if pooling == "none":
         return np.ascontiguousarray(chosen, dtype=np.float32)
+    if pooling == "mean_max":
+        return np.concatenate([pool(chosen, "mean").reshape(-1), pool(chosen, "max").reshape(-1)])
     axis = chosen.ndim - 2
     if chosen.shape[axis] == 0:
         return np.zeros(chosen.shape[:axis] + chosen.shape[axis + 1 :], dtype=np.float32)

@@ -1,0 +1,209 @@
+"""Model selection: which embedding set (layer x pooling) and which regularisation, by k-fold CV.
+
+The candidates are the pooled sets of one model_id in an embedding table whose layer is in
+``train.select_layers`` and pooling in ``train.select_poolings``; each is tried with every regParam of
+``train.select_grid``. Only the training split is used: its rows are dealt into ``train.folds`` stratified folds
+by a seeded hash of the id (the same folds for every set, and for both engines), each fold is predicted by a fit
+on the others, and a candidate scores the mean F1 (at 0.5) over the folds. The best mean wins; a tie goes to the
+shorter vector, then to the stronger regularisation. The validation split is touched once, by the final fit.
+
+Engines: scikit-learn on the driver (each set's training rows collected once, within ``train.driver_budget_mb``)
+or Spark ML (each fold's F1 counted by Spark, nothing collected: tables larger than the driver).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from jobs.classifier import arrow_matrix, arrow_vector, check_driver_budget
+from jobs.errors import InputError
+from jobs.session import release, reuse
+
+CV_TOL = 1e-6  # the folds' fits stop here; the final fit goes on to the engines' own tolerance
+
+
+def fold_column(folds: int, seed: int) -> Column:
+    """Stratified fold numbers 0..folds-1: within each label, ids in a seeded hash order dealt round-robin."""
+    order = F.row_number().over(Window.partitionBy("label").orderBy(F.xxhash64("id", F.lit(seed)), "id"))
+    return ((order - 1) % folds).cast("int")
+
+
+def candidate_sets(
+    keys: list[dict],
+    model_id: str | None,
+    layer: str | None,
+    pooling: str | None,
+    layers: list,
+    poolings: list,
+) -> list[dict]:
+    """The pooled sets to choose from, or an error that says what the table holds and how to embed the rest."""
+    models = sorted({k["model_id"] for k in keys if model_id in (None, k["model_id"])})
+    if len(models) > 1:
+        raise InputError(
+            f"the embeddings hold several models ({', '.join(models)}): choose one with --model-id"
+        )
+    wanted_layers = [layer] if layer else [str(x) for x in layers]
+    wanted_poolings = [pooling] if pooling else [str(x) for x in poolings]
+    found = [
+        k
+        for k in keys
+        if k["model_id"] in models and k["layer"] in wanted_layers and k["pooling"] in wanted_poolings
+    ]
+    found = sorted(
+        found, key=lambda k: (wanted_layers.index(k["layer"]), wanted_poolings.index(k["pooling"]))
+    )
+    if not found:
+        held = "; ".join(f"{k['model_id']} {k['layer']} {k['pooling']}" for k in keys) or "none"
+        raise InputError(
+            f"no embedding set to select from: layers {', '.join(wanted_layers)} x poolings "
+            f"{', '.join(wanted_poolings)} of {models[0] if models else 'any model'} (the table holds: {held}); "
+            "embed them (jobs/pipeline.py does), e.g. jobs/embed.py --layer elmo --pooling mean_max, or set "
+            "train.select=false"
+        )
+    return found
+
+
+def cross_validate(
+    train: DataFrame,
+    embeddings: DataFrame,
+    candidates: list[dict],
+    grid: list[float],
+    folds: int,
+    engine: str,
+    budget_mb: int,
+    log,
+) -> list[dict]:
+    """One row per candidate set and regParam: mean and s.d. of the folds' F1, with the rows each fold used.
+
+    ``train``: the training split's (id, label, fold); ``embeddings``: the table's rows of the chosen model.
+    """
+    from jobs.embed import embedding_set
+
+    grid = sorted(float(g) for g in grid)
+    if not grid:
+        raise InputError("train.select_grid is empty: give it at least one regParam")
+    rows: list[dict] = []
+    counts: dict[tuple[str, str], int] = {}
+    for key in candidates:
+        name = (key["layer"], key["pooling"])
+        vectors = embeddings.where(embedding_set(key["model_id"], *name)).select("id", "embedding")
+        data = train.join(vectors, "id").where(F.col("embedding").isNotNull())
+        if engine == "sklearn":
+            scores, n = _sklearn_folds(data, key["dim"], grid, folds, budget_mb)
+        else:
+            scores, n = _spark_folds(data, grid, folds)
+        counts[name] = n
+        for reg, f1s in zip(grid, scores, strict=True):
+            rows.append(
+                {
+                    "layer": key["layer"],
+                    "pooling": key["pooling"],
+                    "dim": int(key["dim"]),
+                    "reg_param": reg,
+                    "f1": float(np.mean(f1s)),
+                    "f1_sd": float(np.std(f1s)),
+                    "rows": n,
+                }
+            )
+        best = max(r["f1"] for r in rows if (r["layer"], r["pooling"]) == name)
+        log(f"CV {key['layer']}/{key['pooling']} (dim {key['dim']}, {n} rows): best mean F1 {best:.3f}")
+    if len(set(counts.values())) > 1:
+        detail = ", ".join(f"{layer}/{pooling}: {n}" for (layer, pooling), n in counts.items())
+        raise InputError(
+            f"the embedding sets cover different training rows ({detail}): a set was embedded for part of the "
+            "documents only; re-run the embed stage for each set (it adds only what is missing)"
+        )
+    return rows
+
+
+def choose(cv: list[dict]) -> dict:
+    """The best mean F1; ties to the shorter vector, then the stronger regularisation."""
+    return max(cv, key=lambda r: (round(r["f1"], 12), -r["dim"], r["reg_param"]))
+
+
+def describe(selection: dict) -> str:
+    chosen = selection["chosen"]
+    grid = selection["grid"]
+    sets = len(selection["cv"]) // len(grid)
+    edge = (
+        " - the edge of train.select_grid: widen it"
+        if len(grid) > 1 and chosen["reg_param"] in (min(grid), max(grid))
+        else ""
+    )
+    return (
+        f"layer {chosen['layer']}, pooling {chosen['pooling']}, regParam {chosen['reg_param']:g}, chosen from "
+        f"{sets} embedding set{'s' if sets > 1 else ''} x {len(grid)} regParam values by "
+        f"{selection['folds']}-fold CV on the training split (mean F1 {chosen['f1']:.3f}){edge}"
+    )
+
+
+def _f1(tp: float, fp: float, fn: float) -> float:
+    return 2 * tp / (2 * tp + fp + fn) if tp > 0 else 0.0
+
+
+def _sklearn_folds(data: DataFrame, dim: int, grid: list[float], folds: int, budget_mb: int):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    table = data.select("id", "label", "fold", "embedding").orderBy("id").toArrow()
+    check_driver_budget(table.num_rows, dim, budget_mb)
+    x = arrow_matrix(table, "embedding")
+    y, fold = arrow_vector(table, "label", np.int32), arrow_vector(table, "fold", np.int64)
+    scores = [[] for _ in grid]
+    for f in range(folds):
+        fit_rows, held = fold != f, fold == f
+        scaler = StandardScaler().fit(x[fit_rows])
+        scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+        x_fit, x_held = (x[fit_rows] - scaler.mean_) / scale, (x[held] - scaler.mean_) / scale
+        # strongest regularisation first, each fit starting where the last stopped (the same optimum, sooner)
+        model = LogisticRegression(max_iter=5000, tol=CV_TOL, warm_start=True)
+        for i in range(len(grid) - 1, -1, -1):
+            model.set_params(C=1.0 / (grid[i] * int(fit_rows.sum())))
+            model.fit(x_fit, y[fit_rows])
+            predicted, truth = model.predict(x_held).astype(bool), y[held].astype(bool)
+            tp, fp, fn = np.sum(predicted & truth), np.sum(predicted & ~truth), np.sum(~predicted & truth)
+            scores[i].append(_f1(float(tp), float(fp), float(fn)))
+    return scores, table.num_rows
+
+
+def _count(condition: Column) -> Column:
+    return F.coalesce(F.sum(condition.cast("double")), F.lit(0.0))
+
+
+def _spark_folds(data: DataFrame, grid: list[float], folds: int):
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.functions import array_to_vector
+
+    features = reuse(
+        data.select(
+            array_to_vector("embedding").alias("features"),
+            F.col("label").cast("double").alias("label"),
+            "fold",
+        )
+    )
+    try:
+        n = features.count()
+        scores = [[] for _ in grid]
+        for f in range(folds):
+            fit_rows, held = features.where(F.col("fold") != f), features.where(F.col("fold") == f)
+            for i, reg in enumerate(grid):
+                lr = LogisticRegression(
+                    regParam=reg, elasticNetParam=0.0, standardization=True, maxIter=500, tol=CV_TOL
+                )
+                counts = (
+                    lr.fit(fit_rows)
+                    .transform(held)
+                    .select(
+                        _count((F.col("prediction") == 1) & (F.col("label") == 1)).alias("tp"),
+                        _count((F.col("prediction") == 1) & (F.col("label") == 0)).alias("fp"),
+                        _count((F.col("prediction") == 0) & (F.col("label") == 1)).alias("fn"),
+                    )
+                    .collect()[0]
+                )
+                scores[i].append(_f1(counts["tp"], counts["fp"], counts["fn"]))
+    finally:
+        release(features)
+    return scores, n
