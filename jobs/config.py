@@ -186,6 +186,13 @@ SCHEMA["train"] = {
         "by stratified k-fold CV on the training split; the pipeline embeds the sets the choice needs. false: "
         "train on the one set given (the pipeline: embed.layer, embed.pooling) with train.reg_param",
     ),
+    "select_rule": Setting(
+        "one_se",
+        str,
+        "how train.select picks from its CV table: one_se (the simplest set and strongest regParam within one "
+        "standard error of the best mean F1) or best (the best mean F1)",
+        ("one_se", "best"),
+    ),
     "select_layers": Setting(["elmo", "all"], list, "layers train.select chooses from"),
     "select_poolings": Setting(["mean", "max", "mean_max"], list, "poolings train.select chooses from"),
     "select_grid": Setting(

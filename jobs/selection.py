@@ -4,8 +4,9 @@ The candidates are the pooled sets of one model_id in an embedding table whose l
 ``train.select_layers`` and pooling in ``train.select_poolings``; each is tried with every regParam of
 ``train.select_grid``. Only the training split is used: its rows are dealt into ``train.folds`` stratified folds
 by a seeded hash of the id (the same folds for every set, and for both engines), each fold is predicted by a fit
-on the others, and a candidate scores the mean F1 (at 0.5) over the folds. The best mean wins; a tie goes to the
-shorter vector, then to the stronger regularisation. The validation split is touched once, by the final fit.
+on the others, and a candidate scores the mean F1 (at 0.5) over the folds. ``train.select_rule`` picks: 'one_se'
+(the default), the simplest candidate (shortest vector, then strongest regularisation) within one standard error
+of the best mean; or 'best', the best mean. The validation split is touched once, by the final fit.
 
 Engines: scikit-learn on the driver (each set's training rows collected once, within ``train.driver_budget_mb``)
 or Spark ML (each fold's F1 counted by Spark, nothing collected: tables larger than the driver).
@@ -119,9 +120,25 @@ def cross_validate(
     return rows
 
 
-def choose(cv: list[dict]) -> dict:
-    """The best mean F1; ties to the shorter vector, then the stronger regularisation."""
-    return max(cv, key=lambda r: (round(r["f1"], 12), -r["dim"], r["reg_param"]))
+RULES = ("one_se", "best")
+
+
+def choose(cv: list[dict], rule: str = "one_se", folds: int = 3) -> dict:
+    """The chosen (set, regParam) of a CV table.
+
+    'best': the best mean F1 (ties to the shorter vector, then the stronger regularisation). 'one_se': the
+    simplest candidate — shortest vector, then strongest regularisation — whose mean F1 is within one standard
+    error (s.d. of the folds / sqrt(folds)) of the best: the differences between close candidates are mostly the
+    folds' noise, and picking the largest of many noisy means picks noise (the winner's curse).
+    """
+    best = max(cv, key=lambda r: (round(r["f1"], 12), -r["dim"], r["reg_param"]))
+    if rule == "best":
+        return best
+    if rule != "one_se":
+        raise InputError(f"train.select_rule {rule!r} is not one of {', '.join(RULES)}")
+    floor = best["f1"] - best["f1_sd"] / np.sqrt(max(folds, 1))
+    close = [r for r in cv if r["f1"] >= floor - 1e-12]
+    return min(close, key=lambda r: (r["dim"], -r["reg_param"], -r["f1"]))
 
 
 def describe(selection: dict) -> str:
@@ -133,10 +150,13 @@ def describe(selection: dict) -> str:
         if len(grid) > 1 and chosen["reg_param"] in (min(grid), max(grid))
         else ""
     )
+    rule = {"one_se": "the simplest within one standard error of the best", "best": "the best"}[
+        selection.get("rule", "best")
+    ]
     return (
         f"layer {chosen['layer']}, pooling {chosen['pooling']}, regParam {chosen['reg_param']:g}, chosen from "
         f"{sets} embedding set{'s' if sets > 1 else ''} x {len(grid)} regParam values by "
-        f"{selection['folds']}-fold CV on the training split (mean F1 {chosen['f1']:.3f}){edge}"
+        f"{selection['folds']}-fold CV on the training split, {rule} (mean F1 {chosen['f1']:.3f}){edge}"
     )
 
 
@@ -145,20 +165,26 @@ def _f1(tp: float, fp: float, fn: float) -> float:
 
 
 def _sklearn_folds(data: DataFrame, dim: int, grid: list[float], folds: int, budget_mb: int):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     table = data.select("id", "label", "fold", "embedding").orderBy("id").toArrow()
     check_driver_budget(table.num_rows, dim, budget_mb)
     x = arrow_matrix(table, "embedding")
     y, fold = arrow_vector(table, "label", np.int32), arrow_vector(table, "fold", np.int64)
+    return fold_scores(x, y, fold, grid, folds), table.num_rows
+
+
+def fold_scores(x: np.ndarray, y: np.ndarray, fold: np.ndarray, grid: list[float], folds: int) -> list[list]:
+    """F1 of each fold for each regParam of ``grid``: scikit-learn fits on standardised features with Spark's
+    objective (C = 1 / (regParam * rows)), the strongest regularisation first, each fit warm-started from the
+    last (the same optimum, sooner)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
     scores = [[] for _ in grid]
     for f in range(folds):
         fit_rows, held = fold != f, fold == f
         scaler = StandardScaler().fit(x[fit_rows])
         scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
         x_fit, x_held = (x[fit_rows] - scaler.mean_) / scale, (x[held] - scaler.mean_) / scale
-        # strongest regularisation first, each fit starting where the last stopped (the same optimum, sooner)
         model = LogisticRegression(max_iter=5000, tol=CV_TOL, warm_start=True)
         for i in range(len(grid) - 1, -1, -1):
             model.set_params(C=1.0 / (grid[i] * int(fit_rows.sum())))
@@ -166,7 +192,7 @@ def _sklearn_folds(data: DataFrame, dim: int, grid: list[float], folds: int, bud
             predicted, truth = model.predict(x_held).astype(bool), y[held].astype(bool)
             tp, fp, fn = np.sum(predicted & truth), np.sum(predicted & ~truth), np.sum(~predicted & truth)
             scores[i].append(_f1(float(tp), float(fp), float(fn)))
-    return scores, table.num_rows
+    return scores
 
 
 def _count(condition: Column) -> Column:

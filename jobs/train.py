@@ -130,13 +130,14 @@ def select_set(
         t.driver_budget_mb,
         lambda message: log("train", message),
     )
-    best = choose(cv)
+    best = choose(cv, t.select_rule, t.folds)
     key = next(k for k in candidates if (k["layer"], k["pooling"]) == (best["layer"], best["pooling"]))
     selection = {
         "folds": t.folds,
         "grid": sorted(float(g) for g in t.select_grid),
         "cv": cv,
         "chosen": best,
+        "rule": t.select_rule,
         "engine": engine,
     }
     log("train", f"selected {selection_describe(selection)}")

@@ -331,3 +331,28 @@ def test_train_reports_f1_with_its_interval_beside_the_baseline(spark, tmp_path)
     assert lines[3].startswith("embeddings - baseline:")
     saved = json.loads((tmp_path / "c" / "classifier.json").read_text())
     assert saved["metrics"]["comparison"]["verdict"] == m["comparison"]["verdict"]
+
+
+def test_the_selection_rules():
+    from jobs.selection import choose
+
+    def cell(layer, dim, reg, f1, sd=0.012):
+        return {"layer": layer, "pooling": "mean", "dim": dim, "reg_param": reg, "f1": f1, "f1_sd": sd}
+
+    cv = [
+        cell("elmo", 256, 0.01, 0.780),
+        cell("elmo", 256, 0.1, 0.788),  # within one s.e. (0.012 / sqrt 3 = 0.0069) of the best, and simplest
+        cell("all", 768, 0.1, 0.794),  # the best mean
+        cell("all", 768, 1.0, 0.790),
+    ]
+    assert choose(cv, "best", 3) == cv[2]
+    assert choose(cv, "one_se", 3) == cv[1]
+    assert choose([*cv, cell("elmo", 256, 0.3, 0.7875)], "one_se", 3)["reg_param"] == 0.3  # stronger wins
+    assert (
+        choose([cell("all", 768, 0.1, 0.8, sd=0.0), cell("elmo", 256, 0.1, 0.799, sd=0.0)], "one_se", 3)[
+            "layer"
+        ]
+        == "all"
+    )  # folds that agree leave no room: the best it is
+    with pytest.raises(InputError, match="train.select_rule 'median' is not one of one_se, best"):
+        choose(cv, "median", 3)
