@@ -5,8 +5,11 @@
 
 With no arguments it runs on the built-in sample with the project's default ELMo model. It writes
 DIR/predictions.csv (id,label for every scored id), DIR/report.json, DIR/report.html and the Delta tables under DIR.
-Each stage is incremental (ingest, clean and embed add only what is missing) and training is skipped when its
-inputs and settings did not change, so re-running with the same --out reuses the work already done.
+With train.select (the default) the embed stage writes every set of the selection grid (train.select_layers x
+train.select_poolings) for the training documents in one pass of the model, train chooses the set and regParam by
+CV on the training split, and the score documents are embedded with the chosen set only. Each stage is
+incremental (ingest, clean and embed add only what is missing) and training is skipped when its inputs and
+settings did not change, so re-running with the same --out reuses the work already done.
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ Joins the embeddings with the documents' 0/1 labels, splits train/validation (st
 validation by default), chooses the embedding set (layer x pooling of one model_id) and regParam by k-fold CV on
 the training split (train.select, on by default; jobs/selection.py; train.select=false trains on the one set
 --model-id/--layer/--pooling name with train.reg_param), fits logistic regression with Spark ML (scales out) or
-scikit-learn on the driver (refused when the features would not fit the driver budget), and reports F1, precision, recall, ROC AUC, PR AUC and the F1-best threshold on the validation
-split, with a 95 % bootstrap interval on F1, beside the honest baseline on the same split (TF-IDF word 1-2-grams,
-sublinear tf, regularisation chosen by k-fold CV on the training split; jobs/baseline.py) and the paired
-interval of their difference. Saves CLASSIFIER_DIR/classifier.json and appends a row to the
-runs table.
+scikit-learn on the driver (refused when the features would not fit the driver budget), and reports F1,
+precision, recall, ROC AUC, PR AUC and the F1-best threshold on the validation split, with a 95 % bootstrap
+interval on F1, beside the honest baseline on the same split (TF-IDF word 1-2-grams, sublinear tf,
+regularisation chosen by k-fold CV on the training split; jobs/baseline.py) and the paired interval of their
+difference. Saves CLASSIFIER_DIR/classifier.json (with the CV table) and appends a row to the runs table.
 """
 
 from __future__ import annotations
@@ -107,9 +107,10 @@ def labelled_documents(spark: SparkSession, cfg: Config, labels: str, clean: str
 
 
 def select_set(
-    spark: SparkSession, cfg: Config, emb: DataFrame, split: DataFrame, candidates: list[dict], engine: str
+    cfg: Config, emb: DataFrame, split: DataFrame, candidates: list[dict], engine: str
 ) -> tuple[dict, dict]:
-    """train.select: the candidate set and regParam with the best k-fold CV F1 on the training split."""
+    """train.select: the candidate set and regParam that train.select_rule picks from the k-fold CV table of the
+    training split; returns the set's key and the selection record (grid, CV table, choice, rule)."""
     t = cfg.train
     log(
         "train",
@@ -171,7 +172,7 @@ def train_classifier(
     try:
         selection = None
         if t.select:
-            key, selection = select_set(spark, cfg, emb, split, candidates, engine)
+            key, selection = select_set(cfg, emb, split, candidates, engine)
         else:
             key = candidates[0]
         vectors = emb.where(embedding_set(key["model_id"], key["layer"], key["pooling"])).select(

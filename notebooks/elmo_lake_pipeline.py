@@ -25,7 +25,7 @@ dbutils.widgets.text("score", "/Volumes/main/default/elmo_lake/tweets/unlabeled.
 dbutils.widgets.text("out", "/Volumes/main/default/elmo_lake/out")  # noqa: F821
 dbutils.widgets.text("model", "")  # noqa: F821  (empty: the default model; or /Volumes/..., dbfs:/..., a hub handle)
 dbutils.widgets.text("classifier", "sklearn")  # noqa: F821  (sklearn on the driver, or spark: Spark ML)
-dbutils.widgets.text("settings", "")  # noqa: F821  (comma-separated section.key=value, e.g. embed.layer=all)
+dbutils.widgets.text("settings", "")  # noqa: F821  (comma-separated section.key=value, e.g. train.select=false,embed.layer=all)
 train_path, score_path, out, engine = (dbutils.widgets.get(k) for k in ("train", "score", "out", "classifier"))  # noqa: F821
 model = dbutils.widgets.get("model") or None  # noqa: F821
 overrides = [s.strip() for s in dbutils.widgets.get("settings").split(",") if s.strip()]  # noqa: F821
@@ -56,7 +56,7 @@ from jobs import pipeline  # noqa: E402
 from jobs.baseline import quality_lines  # noqa: E402
 
 result = pipeline.run(spark, cfg, train_path, score_path, out, model or default_model(), engine)  # noqa: F821
-print("\n".join(quality_lines(result["classifier"].metrics)))  # F1 with its interval, the honest baseline, the verdict
+print("\n".join(quality_lines(result["classifier"].metrics)))  # selected set, F1 with its interval, baseline, verdict
 print("predictions:", result["predictions_csv"], "| report:", result["report_html"])
 
 # COMMAND ----------

@@ -256,3 +256,21 @@ def test_several_sets_in_one_run_equal_one_set_per_run_and_only_missing_pairs_ar
     assert nothing.embedded == 0 and table_version(apart) == version + 1
     with pytest.raises(ConfigError, match="embedding sets elmo/median: each needs a layer"):
         embed_job.run(spark, cfg_with(), clean, apart, model, sets=[("elmo", "median")])
+
+
+def test_the_sets_option_names_layer_slash_pooling_pairs():
+    assert embed_job.parse_sets("elmo/mean, all/mean_max,elmo/mean") == [
+        ("elmo", "mean"),
+        ("all", "mean_max"),
+    ]
+    with pytest.raises(ConfigError, match="'elmo' is not LAYER/POOLING"):
+        embed_job.parse_sets("elmo")
+    with pytest.raises(ConfigError, match="embedding sets top/mean: each needs a layer"):
+        embed_job.parse_sets("top/mean")
+
+
+def test_the_embed_job_refuses_sets_and_layer_together(capsys):
+    assert embed_job.main(["--sets", "elmo/mean", "--layer", "all"]) == 1
+    assert "embed: error: configuration is invalid: give either --sets or --layer/--pooling, not both" in (
+        capsys.readouterr().err
+    )
