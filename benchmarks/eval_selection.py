@@ -19,24 +19,6 @@ from pathlib import Path
 import numpy as np
 
 
-def validation_f1(x, y, train, valid, grid) -> list[float]:
-    """Validation F1 of a fit on all training rows, for each regParam (the sklearn engine's objective)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(x[train])
-    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-    x_fit, x_val = (x[train] - scaler.mean_) / scale, (x[valid] - scaler.mean_) / scale
-    model = LogisticRegression(max_iter=5000, tol=1e-8, warm_start=True)
-    out = [0.0] * len(grid)
-    for i in range(len(grid) - 1, -1, -1):
-        model.set_params(C=1.0 / (grid[i] * int(train.sum())))
-        model.fit(x_fit, y[train])
-        out[i] = float(f1_score(y[valid], model.predict(x_val), zero_division=0))
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.eval_selection", description=__doc__.split("\n\n")[0]
@@ -52,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.config import load_config
     from jobs.delta_tables import read_delta
     from jobs.embed import embedding_set
-    from jobs.selection import RULES, candidate_sets, choose, fold_column, fold_scores
+    from jobs.selection import RULES, candidate_sets, choose, fold_column, fold_scores, grid_f1
     from jobs.session import get_spark
     from jobs.train import embedding_keys, labelled_documents
 
@@ -99,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             cv, held = [], {}
             for (layer, pooling, dim), (_, x, y) in sets.items():
                 scores = fold_scores(x[train], y[train], fold[train], grid, args.folds)
-                for reg, f1s, v in zip(grid, scores, validation_f1(x, y, train, valid, grid), strict=True):
+                # judging only: each regParam fitted on the whole training split, scored on validation
+                held_f1 = grid_f1(x[train], y[train], x[valid], y[valid], grid, 1e-8)
+                for reg, f1s, v in zip(grid, scores, held_f1, strict=True):
                     cv.append(
                         {
                             "layer": layer,

@@ -134,8 +134,7 @@ def run(
         ),
         note=lambda r: (
             f"{r[0].embedded + (r[1].embedded if r[1] else 0)} documents embedded with "
-            f"{r[0].model_id} ({len(train_sets)} set{'s' if len(train_sets) > 1 else ''}: "
-            f"{', '.join(f'{layer}/{pooling}' for layer, pooling in train_sets)})"
+            f"{r[0].model_id} ({embed.describe_sets(train_sets)})"
         ),
     )
 

@@ -90,9 +90,7 @@ def cv_table(selection: dict | None) -> str:
         tds = ""
         for g in grid:
             row = cells.get(g)
-            best = row is chosen or (
-                row and (layer, pooling, g) == (chosen["layer"], chosen["pooling"], chosen["reg_param"])
-            )
+            best = (layer, pooling, g) == (chosen["layer"], chosen["pooling"], chosen["reg_param"])
             text = "–" if not row else f"{row['f1']:.3f} ± {row['f1_sd']:.3f}"
             tds += f"<td>{'<b>' + text + '</b>' if best else text}</td>"
         body += f"<tr><th>{html.escape(layer)} / {html.escape(pooling)}</th><td>{dim}</td>{tds}</tr>"

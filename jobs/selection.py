@@ -165,34 +165,51 @@ def _f1(tp: float, fp: float, fn: float) -> float:
 
 
 def _sklearn_folds(data: DataFrame, dim: int, grid: list[float], folds: int, budget_mb: int):
+    rows = data.count()
+    check_driver_budget(rows, dim, budget_mb)  # before anything reaches the driver
     table = data.select("id", "label", "fold", "embedding").orderBy("id").toArrow()
-    check_driver_budget(table.num_rows, dim, budget_mb)
     x = arrow_matrix(table, "embedding")
     y, fold = arrow_vector(table, "label", np.int32), arrow_vector(table, "fold", np.int64)
-    return fold_scores(x, y, fold, grid, folds), table.num_rows
+    return fold_scores(x, y, fold, grid, folds), rows
 
 
 def fold_scores(x: np.ndarray, y: np.ndarray, fold: np.ndarray, grid: list[float], folds: int) -> list[list]:
-    """F1 of each fold for each regParam of ``grid``: scikit-learn fits on standardised features with Spark's
-    objective (C = 1 / (regParam * rows)), the strongest regularisation first, each fit warm-started from the
-    last (the same optimum, sooner)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
+    """F1 of each fold for each regParam of ``grid`` (``grid_f1`` on the other folds' rows)."""
     scores = [[] for _ in grid]
     for f in range(folds):
         fit_rows, held = fold != f, fold == f
-        scaler = StandardScaler().fit(x[fit_rows])
-        scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-        x_fit, x_held = (x[fit_rows] - scaler.mean_) / scale, (x[held] - scaler.mean_) / scale
-        model = LogisticRegression(max_iter=5000, tol=CV_TOL, warm_start=True)
-        for i in range(len(grid) - 1, -1, -1):
-            model.set_params(C=1.0 / (grid[i] * int(fit_rows.sum())))
-            model.fit(x_fit, y[fit_rows])
-            predicted, truth = model.predict(x_held).astype(bool), y[held].astype(bool)
-            tp, fp, fn = np.sum(predicted & truth), np.sum(predicted & ~truth), np.sum(~predicted & truth)
-            scores[i].append(_f1(float(tp), float(fp), float(fn)))
+        for i, f1 in enumerate(grid_f1(x[fit_rows], y[fit_rows], x[held], y[held], grid, CV_TOL)):
+            scores[i].append(f1)
     return scores
+
+
+def grid_f1(
+    x_fit: np.ndarray,
+    y_fit: np.ndarray,
+    x_held: np.ndarray,
+    y_held: np.ndarray,
+    grid: list[float],
+    tol: float,
+) -> list[float]:
+    """F1 at 0.5 on the held-out rows of a fit for each regParam of ``grid``: scikit-learn on features
+    standardised by the fitted rows, with Spark's objective (C = 1 / (regParam * rows)), the strongest
+    regularisation first, each fit warm-started from the last (the same optimum, sooner)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x_fit)
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    x_fit, x_held = (x_fit - scaler.mean_) / scale, (x_held - scaler.mean_) / scale
+    truth = y_held.astype(bool)
+    model = LogisticRegression(max_iter=5000, tol=tol, warm_start=True)
+    out = [0.0] * len(grid)
+    for i in range(len(grid) - 1, -1, -1):
+        model.set_params(C=1.0 / (grid[i] * len(y_fit)))
+        model.fit(x_fit, y_fit)
+        predicted = model.predict(x_held).astype(bool)
+        tp, fp, fn = np.sum(predicted & truth), np.sum(predicted & ~truth), np.sum(~predicted & truth)
+        out[i] = _f1(float(tp), float(fp), float(fn))
+    return out
 
 
 def _count(condition: Column) -> Column:

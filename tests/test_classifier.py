@@ -234,6 +234,15 @@ def test_selection_explains_what_it_cannot_choose_from(spark, tmp_path):
     add_set(emb, "elmo", "max", write_tables.features, ids=half)
     with pytest.raises(InputError, match="the embedding sets cover different training rows"):
         train.run(spark, cfg, emb, docs, str(tmp_path / "c"), "sklearn")
+    with pytest.raises(DriverBudgetError, match="use --engine spark"):  # refused before anything is collected
+        train.run(
+            spark,
+            cfg_with("train.select=true", "train.driver_budget_mb=0"),
+            emb,
+            docs,
+            str(tmp_path / "d"),
+            "sklearn",
+        )
 
 
 def test_the_spark_engine_cross_validates_a_grid(spark, tmp_path):

@@ -3,8 +3,8 @@
 ``make_embed_function`` returns the ``mapInArrow`` body: (id, tokens) batches in, (id, layer, pooling, embedding,
 token_embeddings) batches out, one row per document and (layer, pooling) set asked for: every set of a document
 comes from one run of the model. Each Arrow batch goes to the runtime whole, which sorts it by length and cuts
-it by the token budget. On a GPU
-node, each task uses the GPU address Spark assigned to it, and memory is taken as needed, not all up front.
+it by the token budget. On a GPU node, each task uses the GPU address Spark assigned to it, and memory is taken
+as needed, not all up front.
 """
 
 from __future__ import annotations
