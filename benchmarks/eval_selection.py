@@ -6,7 +6,7 @@ Reads the tables a pipeline run left under --out (train_embeddings with the sele
 train_documents, train_clean). For each seed it computes train.select's CV table on that seed's training split
 (the same folds and fits as the sklearn engine), and, for judging only, the validation F1 of every (set, regParam)
 cell fitted on the whole training split. It prints, per seed and as mean ± s.d., the validation F1 of the cell
-each rule picks ('one_se', 'best'), of the fixed setting the pipeline used before selection (elmo, mean,
+each rule ('one_se', 'best') picks by each CV score ('log_loss', 'f1'), of the fixed setting the pipeline used before selection (elmo, mean,
 regParam 0.01), and of the cell with the best validation F1 (an upper bound no rule can see).
 """
 
@@ -34,7 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     from jobs.config import load_config
     from jobs.delta_tables import read_delta
     from jobs.embed import embedding_set
-    from jobs.selection import RULES, candidate_sets, choose, fold_column, fold_scores, grid_f1
+    from jobs.selection import (
+        METRICS,
+        RULES,
+        candidate_sets,
+        choose,
+        fold_column,
+        fold_scores,
+        grid_scores,
+        summarise,
+    )
     from jobs.session import get_spark
     from jobs.train import embedding_keys, labelled_documents
 
@@ -43,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     t = cfg.train
     grid = sorted(float(g) for g in t.select_grid)
     spark = get_spark(cfg)
-    results = {name: [] for name in (*RULES, "fixed elmo/mean 0.01", "best on validation")}
+    picks_by = [(rule, metric) for metric in METRICS for rule in RULES]
+    names = [f"{rule} by {metric}" for rule, metric in picks_by]
+    results = {name: [] for name in (*names, "fixed elmo/mean 0.01", "best on validation")}
     try:
         emb = read_delta(spark, str(out / "train_embeddings"), "delta-rs")
         candidates = candidate_sets(embedding_keys(emb), None, None, None, t.select_layers, t.select_poolings)
@@ -82,25 +93,18 @@ def main(argv: list[str] | None = None) -> int:
             for (layer, pooling, dim), (_, x, y) in sets.items():
                 scores = fold_scores(x[train], y[train], fold[train], grid, args.folds)
                 # judging only: each regParam fitted on the whole training split, scored on validation
-                held_f1 = grid_f1(x[train], y[train], x[valid], y[valid], grid, 1e-8)
-                for reg, f1s, v in zip(grid, scores, held_f1, strict=True):
+                held_scores = grid_scores(x[train], y[train], x[valid], y[valid], grid, 1e-8)
+                for reg, cell, v in zip(grid, scores, held_scores, strict=True):
                     cv.append(
-                        {
-                            "layer": layer,
-                            "pooling": pooling,
-                            "dim": dim,
-                            "reg_param": reg,
-                            "f1": float(np.mean(f1s)),
-                            "f1_sd": float(np.std(f1s)),
-                        }
+                        {"layer": layer, "pooling": pooling, "dim": dim, "reg_param": reg} | summarise(cell)
                     )
-                    held[(layer, pooling, reg)] = v
-            picks = {rule: choose(cv, rule, args.folds) for rule in RULES}
+                    held[(layer, pooling, reg)] = v["f1"]
             line = []
-            for rule, pick in picks.items():
+            for name, (rule, metric) in zip(names, picks_by, strict=True):
+                pick = choose(cv, rule, args.folds, metric)
                 f1 = held[(pick["layer"], pick["pooling"], pick["reg_param"])]
-                results[rule].append(f1)
-                line.append(f"{rule} {pick['layer']}/{pick['pooling']} {pick['reg_param']:g}: {f1:.3f}")
+                results[name].append(f1)
+                line.append(f"{name} {pick['layer']}/{pick['pooling']} {pick['reg_param']:g}: {f1:.3f}")
             fixed = held.get(("elmo", "mean", 0.01))
             if fixed is not None:
                 results["fixed elmo/mean 0.01"].append(fixed)

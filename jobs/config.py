@@ -190,8 +190,15 @@ SCHEMA["train"] = {
         "one_se",
         str,
         "how train.select picks from its CV table: one_se (the simplest set and strongest regParam within one "
-        "standard error of the best mean F1) or best (the best mean F1)",
+        "standard error of the best mean, by train.select_metric) or best (the best mean)",
         ("one_se", "best"),
+    ),
+    "select_metric": Setting(
+        "log_loss",
+        str,
+        "the CV score train.select ranks by: log_loss (mean held-out log loss, lower is better: smooth, far less "
+        "noisy between close candidates) or f1 (mean F1 at 0.5); the CV table shows both",
+        ("log_loss", "f1"),
     ),
     "select_layers": Setting(["elmo", "all"], list, "layers train.select chooses from"),
     "select_poolings": Setting(["mean", "max", "mean_max"], list, "poolings train.select chooses from"),

@@ -75,6 +75,14 @@ def _plots(
     return made
 
 
+def cv_cell(row: dict) -> str:
+    """One CV cell: log loss (when recorded) and F1, each mean ± s.d. over the folds."""
+    f1 = f"F1 {row['f1']:.3f} ± {row['f1_sd']:.3f}"
+    if "log_loss" not in row:  # recorded before the CV kept log loss
+        return f1
+    return f"loss {row['log_loss']:.4f} ± {row['log_loss_sd']:.4f}<br>{f1}"
+
+
 def cv_table(selection: dict | None) -> str:
     """The model selection's cross-validation table: one row per embedding set, one column per regParam."""
     if not selection:
@@ -91,12 +99,13 @@ def cv_table(selection: dict | None) -> str:
         for g in grid:
             row = cells.get(g)
             best = (layer, pooling, g) == (chosen["layer"], chosen["pooling"], chosen["reg_param"])
-            text = "–" if not row else f"{row['f1']:.3f} ± {row['f1_sd']:.3f}"
+            text = "–" if not row else cv_cell(row)
             tds += f"<td>{'<b>' + text + '</b>' if best else text}</td>"
         body += f"<tr><th>{html.escape(layer)} / {html.escape(pooling)}</th><td>{dim}</td>{tds}</tr>"
     return (
-        f"<h2>Model selection</h2><p>{html.escape(selection_describe(selection))}. Mean F1 ± s.d. over the "
-        f"{selection['folds']} folds of the training split ({selection['engine']} engine); the chosen cell is bold.</p>"
+        f"<h2>Model selection</h2><p>{html.escape(selection_describe(selection))}. Mean held-out log loss and F1 "
+        f"± s.d. over the {selection['folds']} folds of the training split ({selection['engine']} engine); the "
+        "chosen cell is bold.</p>"
         f"<table><tr><th>layer / pooling</th><th>dim</th>{header}</tr>{body}</table>"
     )
 

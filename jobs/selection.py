@@ -4,12 +4,15 @@ The candidates are the pooled sets of one model_id in an embedding table whose l
 ``train.select_layers`` and pooling in ``train.select_poolings``; each is tried with every regParam of
 ``train.select_grid``. Only the training split is used: its rows are dealt into ``train.folds`` stratified folds
 by a seeded hash of the id (the same folds for every set, and for both engines), each fold is predicted by a fit
-on the others, and a candidate scores the mean F1 (at 0.5) over the folds. ``train.select_rule`` picks: 'one_se'
-(the default), the simplest candidate (shortest vector, then strongest regularisation) within one standard error
-of the best mean; or 'best', the best mean. The validation split is touched once, by the final fit.
+on the others, and a candidate scores the mean over the folds of its held-out log loss and of its F1 (at 0.5).
+``train.select_metric`` says which score ranks: 'log_loss' (the default: a smooth score of every probability, far
+less noisy between close candidates than F1, which counts only the rows that cross 0.5) or 'f1'.
+``train.select_rule`` picks: 'one_se' (the default), the simplest candidate (shortest vector, then strongest
+regularisation) within one standard error of the best mean; or 'best', the best mean. The validation split is
+touched once, by the final fit.
 
 Engines: scikit-learn on the driver (each set's training rows collected once, within ``train.driver_budget_mb``)
-or Spark ML (each fold's F1 counted by Spark, nothing collected: tables larger than the driver).
+or Spark ML (each fold's scores summed by Spark, nothing collected: tables larger than the driver).
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ from jobs.errors import InputError
 from jobs.session import release, reuse
 
 CV_TOL = 1e-6  # the folds' fits stop here; the final fit goes on to the engines' own tolerance
+P_CLIP = (
+    1e-15  # probabilities are clipped to [P_CLIP, 1 - P_CLIP] in the log loss (as scikit-learn's log_loss)
+)
+SCORES = ("f1", "log_loss")
+# how each train.select_metric ranks a CV row: its mean key, its s.d. key and the sign that makes larger better
+METRICS = {"log_loss": ("log_loss", "log_loss_sd", -1.0), "f1": ("f1", "f1_sd", 1.0)}
 
 
 def fold_column(folds: int, seed: int) -> Column:
@@ -77,7 +86,7 @@ def cross_validate(
     budget_mb: int,
     log,
 ) -> list[dict]:
-    """One row per candidate set and regParam: mean and s.d. of the folds' F1, with the rows each fold used.
+    """One row per candidate set and regParam: mean and s.d. of the folds' F1 and log loss, with the rows used.
 
     ``train``: the training split's (id, label, fold); ``embeddings``: the table's rows of the chosen model.
     """
@@ -97,20 +106,17 @@ def cross_validate(
         else:
             scores, n = _spark_folds(data, grid, folds)
         counts[name] = n
-        for reg, f1s in zip(grid, scores, strict=True):
+        for reg, cell in zip(grid, scores, strict=True):
             rows.append(
-                {
-                    "layer": key["layer"],
-                    "pooling": key["pooling"],
-                    "dim": int(key["dim"]),
-                    "reg_param": reg,
-                    "f1": float(np.mean(f1s)),
-                    "f1_sd": float(np.std(f1s)),
-                    "rows": n,
-                }
+                {"layer": key["layer"], "pooling": key["pooling"], "dim": int(key["dim"]), "reg_param": reg}
+                | summarise(cell)
+                | {"rows": n}
             )
-        best = max(r["f1"] for r in rows if (r["layer"], r["pooling"]) == name)
-        log(f"CV {key['layer']}/{key['pooling']} (dim {key['dim']}, {n} rows): best mean F1 {best:.3f}")
+        mine = [r for r in rows if (r["layer"], r["pooling"]) == name]
+        log(
+            f"CV {key['layer']}/{key['pooling']} (dim {key['dim']}, {n} rows): best mean log loss "
+            f"{min(r['log_loss'] for r in mine):.4f}, best mean F1 {max(r['f1'] for r in mine):.3f}"
+        )
     if len(set(counts.values())) > 1:
         detail = ", ".join(f"{layer}/{pooling}: {n}" for (layer, pooling), n in counts.items())
         raise InputError(
@@ -121,24 +127,41 @@ def cross_validate(
 
 
 RULES = ("one_se", "best")
+METRIC_NAMES = {"log_loss": "held-out log loss", "f1": "F1"}
 
 
-def choose(cv: list[dict], rule: str = "one_se", folds: int = 3) -> dict:
-    """The chosen (set, regParam) of a CV table.
+def summarise(cell: dict[str, list[float]]) -> dict[str, float]:
+    """Mean and s.d. over the folds of each score of one (set, regParam) cell."""
+    out = {}
+    for score in SCORES:
+        out[score] = float(np.mean(cell[score]))
+        out[f"{score}_sd"] = float(np.std(cell[score]))
+    return out
 
-    'best': the best mean F1 (ties to the shorter vector, then the stronger regularisation). 'one_se': the
-    simplest candidate — shortest vector, then strongest regularisation — whose mean F1 is within one standard
-    error (s.d. of the folds / sqrt(folds)) of the best: the differences between close candidates are mostly the
-    folds' noise, and picking the largest of many noisy means picks noise (the winner's curse).
+
+def choose(cv: list[dict], rule: str = "one_se", folds: int = 3, metric: str = "log_loss") -> dict:
+    """The chosen (set, regParam) of a CV table, ranked by ``metric`` ('log_loss': lower is better; 'f1').
+
+    'best': the best mean (ties to the shorter vector, then the stronger regularisation). 'one_se': the simplest
+    candidate — shortest vector, then strongest regularisation — whose mean is within one standard error (s.d. of
+    the folds / sqrt(folds)) of the best: the differences between close candidates are mostly the folds' noise,
+    and picking the largest of many noisy means picks noise (the winner's curse).
     """
-    best = max(cv, key=lambda r: (round(r["f1"], 12), -r["dim"], r["reg_param"]))
+    if metric not in METRICS:
+        raise InputError(f"train.select_metric {metric!r} is not one of {', '.join(METRICS)}")
+    if rule not in RULES:
+        raise InputError(f"train.select_rule {rule!r} is not one of {', '.join(RULES)}")
+    mean, sd, sign = METRICS[metric]
+
+    def score(r: dict) -> float:
+        return sign * r[mean]
+
+    best = max(cv, key=lambda r: (round(score(r), 12), -r["dim"], r["reg_param"]))
     if rule == "best":
         return best
-    if rule != "one_se":
-        raise InputError(f"train.select_rule {rule!r} is not one of {', '.join(RULES)}")
-    floor = best["f1"] - best["f1_sd"] / np.sqrt(max(folds, 1))
-    close = [r for r in cv if r["f1"] >= floor - 1e-12]
-    return min(close, key=lambda r: (r["dim"], -r["reg_param"], -r["f1"]))
+    floor = score(best) - best[sd] / np.sqrt(max(folds, 1))
+    close = [r for r in cv if score(r) >= floor - 1e-12]
+    return min(close, key=lambda r: (r["dim"], -r["reg_param"], -score(r)))
 
 
 def describe(selection: dict) -> str:
@@ -150,13 +173,17 @@ def describe(selection: dict) -> str:
         if len(grid) > 1 and chosen["reg_param"] in (min(grid), max(grid))
         else ""
     )
+    metric = selection.get("metric", "f1")  # records written before train.select_metric ranked by F1
     rule = {"one_se": "the simplest within one standard error of the best", "best": "the best"}[
         selection.get("rule", "best")
     ]
+    scores = f"mean F1 {chosen['f1']:.3f}"
+    if "log_loss" in chosen:
+        scores = f"mean log loss {chosen['log_loss']:.4f}, {scores}"
     return (
         f"layer {chosen['layer']}, pooling {chosen['pooling']}, regParam {chosen['reg_param']:g}, chosen from "
         f"{sets} embedding set{'s' if sets > 1 else ''} x {len(grid)} regParam values by "
-        f"{selection['folds']}-fold CV on the training split, {rule} (mean F1 {chosen['f1']:.3f}){edge}"
+        f"{selection['folds']}-fold CV on the training split, {rule} {METRIC_NAMES[metric]} ({scores}){edge}"
     )
 
 
@@ -173,25 +200,35 @@ def _sklearn_folds(data: DataFrame, dim: int, grid: list[float], folds: int, bud
     return fold_scores(x, y, fold, grid, folds), rows
 
 
-def fold_scores(x: np.ndarray, y: np.ndarray, fold: np.ndarray, grid: list[float], folds: int) -> list[list]:
-    """F1 of each fold for each regParam of ``grid`` (``grid_f1`` on the other folds' rows)."""
-    scores = [[] for _ in grid]
+def fold_scores(
+    x: np.ndarray, y: np.ndarray, fold: np.ndarray, grid: list[float], folds: int
+) -> list[dict[str, list[float]]]:
+    """Each regParam of ``grid``: the F1 and log loss of each fold (``grid_scores`` on the other folds' rows)."""
+    scores = [{score: [] for score in SCORES} for _ in grid]
     for f in range(folds):
         fit_rows, held = fold != f, fold == f
-        for i, f1 in enumerate(grid_f1(x[fit_rows], y[fit_rows], x[held], y[held], grid, CV_TOL)):
-            scores[i].append(f1)
+        got_all = grid_scores(x[fit_rows], y[fit_rows], x[held], y[held], grid, CV_TOL)
+        for cell, got in zip(scores, got_all, strict=True):
+            for score in SCORES:
+                cell[score].append(got[score])
     return scores
 
 
-def grid_f1(
+def log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    """Mean negative log-likelihood of 0/1 labels under probabilities ``p`` (clipped as the Spark engine's)."""
+    p = np.clip(p, P_CLIP, 1.0 - P_CLIP)
+    return float(-np.mean(np.where(y.astype(bool), np.log(p), np.log1p(-p))))
+
+
+def grid_scores(
     x_fit: np.ndarray,
     y_fit: np.ndarray,
     x_held: np.ndarray,
     y_held: np.ndarray,
     grid: list[float],
     tol: float,
-) -> list[float]:
-    """F1 at 0.5 on the held-out rows of a fit for each regParam of ``grid``: scikit-learn on features
+) -> list[dict[str, float]]:
+    """F1 at 0.5 and log loss on the held-out rows of a fit for each regParam of ``grid``: scikit-learn on features
     standardised by the fitted rows, with Spark's objective (C = 1 / (regParam * rows)), the strongest
     regularisation first, each fit warm-started from the last (the same optimum, sooner)."""
     from sklearn.linear_model import LogisticRegression
@@ -202,13 +239,14 @@ def grid_f1(
     x_fit, x_held = (x_fit - scaler.mean_) / scale, (x_held - scaler.mean_) / scale
     truth = y_held.astype(bool)
     model = LogisticRegression(max_iter=5000, tol=tol, warm_start=True)
-    out = [0.0] * len(grid)
+    out: list[dict[str, float]] = [{} for _ in grid]
     for i in range(len(grid) - 1, -1, -1):
         model.set_params(C=1.0 / (grid[i] * len(y_fit)))
         model.fit(x_fit, y_fit)
-        predicted = model.predict(x_held).astype(bool)
+        p = model.predict_proba(x_held)[:, 1]
+        predicted = p >= 0.5
         tp, fp, fn = np.sum(predicted & truth), np.sum(predicted & ~truth), np.sum(~predicted & truth)
-        out[i] = _f1(float(tp), float(fp), float(fn))
+        out[i] = {"f1": _f1(float(tp), float(fp), float(fn)), "log_loss": log_loss(y_held, p)}
     return out
 
 
@@ -218,7 +256,7 @@ def _count(condition: Column) -> Column:
 
 def _spark_folds(data: DataFrame, grid: list[float], folds: int):
     from pyspark.ml.classification import LogisticRegression
-    from pyspark.ml.functions import array_to_vector
+    from pyspark.ml.functions import array_to_vector, vector_to_array
 
     features = reuse(
         data.select(
@@ -229,7 +267,9 @@ def _spark_folds(data: DataFrame, grid: list[float], folds: int):
     )
     try:
         n = features.count()
-        scores = [[] for _ in grid]
+        scores = [{score: [] for score in SCORES} for _ in grid]
+        p = F.least(F.greatest(vector_to_array("probability")[1], F.lit(P_CLIP)), F.lit(1.0 - P_CLIP))
+        nll = F.when(F.col("label") == 1, -F.ln(p)).otherwise(-F.log1p(-p))
         for f in range(folds):
             fit_rows, held = features.where(F.col("fold") != f), features.where(F.col("fold") == f)
             for i, reg in enumerate(grid):
@@ -243,10 +283,12 @@ def _spark_folds(data: DataFrame, grid: list[float], folds: int):
                         _count((F.col("prediction") == 1) & (F.col("label") == 1)).alias("tp"),
                         _count((F.col("prediction") == 1) & (F.col("label") == 0)).alias("fp"),
                         _count((F.col("prediction") == 0) & (F.col("label") == 1)).alias("fn"),
+                        F.avg(nll).alias("log_loss"),
                     )
                     .collect()[0]
                 )
-                scores[i].append(_f1(counts["tp"], counts["fp"], counts["fn"]))
+                scores[i]["f1"].append(_f1(counts["tp"], counts["fp"], counts["fn"]))
+                scores[i]["log_loss"].append(float(counts["log_loss"]))
     finally:
         release(features)
     return scores, n

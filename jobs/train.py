@@ -109,8 +109,9 @@ def labelled_documents(spark: SparkSession, cfg: Config, labels: str, clean: str
 def select_set(
     cfg: Config, emb: DataFrame, split: DataFrame, candidates: list[dict], engine: str
 ) -> tuple[dict, dict]:
-    """train.select: the candidate set and regParam that train.select_rule picks from the k-fold CV table of the
-    training split; returns the set's key and the selection record (grid, CV table, choice, rule)."""
+    """train.select: the candidate set and regParam that train.select_rule picks (ranked by train.select_metric)
+    from the k-fold CV table of the training split; returns the set's key and the selection record (grid, CV
+    table, choice, rule, metric)."""
     t = cfg.train
     log(
         "train",
@@ -131,7 +132,7 @@ def select_set(
         t.driver_budget_mb,
         lambda message: log("train", message),
     )
-    best = choose(cv, t.select_rule, t.folds)
+    best = choose(cv, t.select_rule, t.folds, t.select_metric)
     key = next(k for k in candidates if (k["layer"], k["pooling"]) == (best["layer"], best["pooling"]))
     selection = {
         "folds": t.folds,
@@ -139,6 +140,7 @@ def select_set(
         "cv": cv,
         "chosen": best,
         "rule": t.select_rule,
+        "metric": t.select_metric,
         "engine": engine,
     }
     log("train", f"selected {selection_describe(selection)}")

@@ -214,10 +214,12 @@ def test_selection_chooses_the_set_and_regularisation_by_cv_on_both_engines(spar
         assert selection["chosen"]["f1"] > 0.8 > noise_f1 + 0.1
         saved = json.loads((tmp_path / engine / "classifier.json").read_text())
         assert saved["layer"] == "elmo" and saved["metrics"]["selection"]["chosen"] == selection["chosen"]
-        chosen[engine] = {(r["layer"], r["pooling"], r["reg_param"]): r["f1"] for r in selection["cv"]}
-    # the same folds and objective: the engines' fold F1s agree
-    for cell, f1 in chosen["sklearn"].items():
-        assert abs(f1 - chosen["spark"][cell]) <= 0.03, cell
+        chosen[engine] = {(r["layer"], r["pooling"], r["reg_param"]): r for r in selection["cv"]}
+        assert selection["metric"] == "log_loss"
+    # the same folds and objective: the engines' fold F1s and log losses agree
+    for cell, row in chosen["sklearn"].items():
+        assert abs(row["f1"] - chosen["spark"][cell]["f1"]) <= 0.03, cell
+        assert abs(row["log_loss"] - chosen["spark"][cell]["log_loss"]) <= 0.01, cell
 
     from jobs.report import cv_table
 
@@ -354,14 +356,49 @@ def test_the_selection_rules():
         cell("all", 768, 0.1, 0.794),  # the best mean
         cell("all", 768, 1.0, 0.790),
     ]
-    assert choose(cv, "best", 3) == cv[2]
-    assert choose(cv, "one_se", 3) == cv[1]
-    assert choose([*cv, cell("elmo", 256, 0.3, 0.7875)], "one_se", 3)["reg_param"] == 0.3  # stronger wins
+    assert choose(cv, "best", 3, "f1") == cv[2]
+    assert choose(cv, "one_se", 3, "f1") == cv[1]
     assert (
-        choose([cell("all", 768, 0.1, 0.8, sd=0.0), cell("elmo", 256, 0.1, 0.799, sd=0.0)], "one_se", 3)[
-            "layer"
-        ]
+        choose([*cv, cell("elmo", 256, 0.3, 0.7875)], "one_se", 3, "f1")["reg_param"] == 0.3
+    )  # stronger wins
+    assert (
+        choose(
+            [cell("all", 768, 0.1, 0.8, sd=0.0), cell("elmo", 256, 0.1, 0.799, sd=0.0)], "one_se", 3, "f1"
+        )["layer"]
         == "all"
     )  # folds that agree leave no room: the best it is
     with pytest.raises(InputError, match="train.select_rule 'median' is not one of one_se, best"):
-        choose(cv, "median", 3)
+        choose(cv, "median", 3, "f1")
+    with pytest.raises(InputError, match="train.select_metric 'auc' is not one of log_loss, f1"):
+        choose(cv, "best", 3, "auc")
+
+    # log loss: lower is better, and the default metric
+    def lossy(layer, dim, reg, loss, sd=0.006):
+        return {
+            "layer": layer,
+            "pooling": "mean",
+            "dim": dim,
+            "reg_param": reg,
+            "log_loss": loss,
+            "log_loss_sd": sd,
+        }
+
+    cv = [
+        lossy("elmo", 256, 0.01, 0.430),
+        lossy("elmo", 256, 0.1, 0.414),  # within one s.e. (0.006 / sqrt 3 = 0.0035) of the best, and simplest
+        lossy("all", 768, 0.1, 0.411),  # the lowest mean loss
+        lossy("all", 768, 1.0, 0.425),
+    ]
+    assert choose(cv, "best", 3) == cv[2]
+    assert choose(cv, "one_se", 3) == cv[1]
+    assert choose([*cv[:1], *cv[2:]], "one_se", 3) == cv[2]  # nothing simpler close enough
+
+
+def test_log_loss_is_scikit_learns():
+    from sklearn.metrics import log_loss as sk_log_loss
+
+    from jobs.selection import log_loss
+
+    y = np.array([0, 1, 1, 0, 1])
+    p = np.array([0.1, 0.8, 0.0, 0.4, 1.0])  # 0 for a positive: clipped, not infinite
+    assert abs(log_loss(y, p) - sk_log_loss(y, np.clip(p, 1e-15, 1 - 1e-15))) < 1e-12
