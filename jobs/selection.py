@@ -27,9 +27,8 @@ from jobs.errors import InputError
 from jobs.session import release, reuse
 
 CV_TOL = 1e-6  # the folds' fits stop here; the final fit goes on to the engines' own tolerance
-P_CLIP = (
-    1e-15  # probabilities are clipped to [P_CLIP, 1 - P_CLIP] in the log loss (as scikit-learn's log_loss)
-)
+# probabilities are clipped to [P_CLIP, 1 - P_CLIP] in the log loss (as scikit-learn's log_loss)
+P_CLIP = 1e-15
 SCORES = ("f1", "log_loss")
 # how each train.select_metric ranks a CV row: its mean key, its s.d. key and the sign that makes larger better
 METRICS = {"log_loss": ("log_loss", "log_loss_sd", -1.0), "f1": ("f1", "f1_sd", 1.0)}
