@@ -6,8 +6,9 @@ Reads the tables a pipeline run left under --out (train_embeddings with the sele
 train_documents, train_clean). For each seed it computes train.select's CV table on that seed's training split
 (the same folds and fits as the sklearn engine), and, for judging only, the validation F1 of every (set, regParam)
 cell fitted on the whole training split. It prints, per seed and as mean ± s.d., the validation F1 of the cell
-each rule ('one_se', 'best') picks by each CV score ('log_loss', 'f1'), of the fixed setting the pipeline used before selection (elmo, mean,
-regParam 0.01), and of the cell with the best validation F1 (an upper bound no rule can see).
+each rule ('one_se', 'best') picks by each CV score ('log_loss', 'f1'), of the fixed setting the pipeline used
+before selection (elmo, mean, regParam 0.01), and of the cell with the best validation F1 (an upper bound no rule
+can see).
 """
 
 from __future__ import annotations

@@ -29,9 +29,9 @@ from jobs.session import release, reuse
 CV_TOL = 1e-6  # the folds' fits stop here; the final fit goes on to the engines' own tolerance
 # probabilities are clipped to [P_CLIP, 1 - P_CLIP] in the log loss (as scikit-learn's log_loss)
 P_CLIP = 1e-15
-SCORES = ("f1", "log_loss")
-# how each train.select_metric ranks a CV row: its mean key, its s.d. key and the sign that makes larger better
-METRICS = {"log_loss": ("log_loss", "log_loss_sd", -1.0), "f1": ("f1", "f1_sd", 1.0)}
+# the scores each CV row holds (the folds' mean under the score's name, their s.d. under "<name>_sd"), each with
+# the sign that makes larger better when train.select_metric ranks by it, and its name in the description
+METRICS = {"log_loss": (-1.0, "held-out log loss"), "f1": (1.0, "F1")}
 
 
 def fold_column(folds: int, seed: int) -> Column:
@@ -126,13 +126,12 @@ def cross_validate(
 
 
 RULES = ("one_se", "best")
-METRIC_NAMES = {"log_loss": "held-out log loss", "f1": "F1"}
 
 
 def summarise(cell: dict[str, list[float]]) -> dict[str, float]:
     """Mean and s.d. over the folds of each score of one (set, regParam) cell."""
     out = {}
-    for score in SCORES:
+    for score in METRICS:
         out[score] = float(np.mean(cell[score]))
         out[f"{score}_sd"] = float(np.std(cell[score]))
     return out
@@ -150,15 +149,15 @@ def choose(cv: list[dict], rule: str = "one_se", folds: int = 3, metric: str = "
         raise InputError(f"train.select_metric {metric!r} is not one of {', '.join(METRICS)}")
     if rule not in RULES:
         raise InputError(f"train.select_rule {rule!r} is not one of {', '.join(RULES)}")
-    mean, sd, sign = METRICS[metric]
+    sign = METRICS[metric][0]
 
     def score(r: dict) -> float:
-        return sign * r[mean]
+        return sign * r[metric]
 
     best = max(cv, key=lambda r: (round(score(r), 12), -r["dim"], r["reg_param"]))
     if rule == "best":
         return best
-    floor = score(best) - best[sd] / np.sqrt(max(folds, 1))
+    floor = score(best) - best[f"{metric}_sd"] / np.sqrt(max(folds, 1))
     close = [r for r in cv if score(r) >= floor - 1e-12]
     return min(close, key=lambda r: (r["dim"], -r["reg_param"], -score(r)))
 
@@ -182,7 +181,7 @@ def describe(selection: dict) -> str:
     return (
         f"layer {chosen['layer']}, pooling {chosen['pooling']}, regParam {chosen['reg_param']:g}, chosen from "
         f"{sets} embedding set{'s' if sets > 1 else ''} x {len(grid)} regParam values by "
-        f"{selection['folds']}-fold CV on the training split, {rule} {METRIC_NAMES[metric]} ({scores}){edge}"
+        f"{selection['folds']}-fold CV on the training split, {rule} {METRICS[metric][1]} ({scores}){edge}"
     )
 
 
@@ -203,12 +202,12 @@ def fold_scores(
     x: np.ndarray, y: np.ndarray, fold: np.ndarray, grid: list[float], folds: int
 ) -> list[dict[str, list[float]]]:
     """Each regParam of ``grid``: the F1 and log loss of each fold (``grid_scores`` on the other folds' rows)."""
-    scores = [{score: [] for score in SCORES} for _ in grid]
+    scores = [{score: [] for score in METRICS} for _ in grid]
     for f in range(folds):
         fit_rows, held = fold != f, fold == f
         got_all = grid_scores(x[fit_rows], y[fit_rows], x[held], y[held], grid, CV_TOL)
         for cell, got in zip(scores, got_all, strict=True):
-            for score in SCORES:
+            for score in METRICS:
                 cell[score].append(got[score])
     return scores
 
@@ -266,7 +265,7 @@ def _spark_folds(data: DataFrame, grid: list[float], folds: int):
     )
     try:
         n = features.count()
-        scores = [{score: [] for score in SCORES} for _ in grid]
+        scores = [{score: [] for score in METRICS} for _ in grid]
         p = F.least(F.greatest(vector_to_array("probability")[1], F.lit(P_CLIP)), F.lit(1.0 - P_CLIP))
         nll = F.when(F.col("label") == 1, -F.ln(p)).otherwise(-F.log1p(-p))
         for f in range(folds):
