@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up elmo-lake: the pinned dependencies in .venv/ (or in the virtual environment that is active).
+# Sets up elmo-lake: the pinned dependencies in .venv/ (or in the virtual environment that is active), and the
+# Delta Lake connector's jars in build/delta-connector/.
 #   ./setup.sh                 runtime dependencies
 #   ./setup.sh --dev           and the test and lint tools
 #   ./setup.sh test [ARGS]     --dev, then ruff and every test (slow ones too); ARGS go to pytest
@@ -47,6 +48,14 @@ if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
   "$PY" -m pip install --quiet --disable-pip-version-check --upgrade pip
   "$PY" -m pip install --quiet --disable-pip-version-check "${deps[@]}"
   echo "$want" > "$stamp"
+fi
+
+# The Delta Lake connector's jars, resolved once through Spark's own --packages into build/ (later runs reuse
+# them). Without Maven Central the jobs still run, on the delta-rs engine, and say so.
+if ! PYTHONPATH="$PWD" "$PY" -m jobs.delta_connector_jars status >/dev/null 2>&1; then
+  echo "setup.sh: fetching the Delta Lake connector's jars (once)" >&2
+  PYTHONPATH="$PWD" "$PY" -m jobs.delta_connector_jars fetch >&2 ||
+    echo "setup.sh: continuing without the Delta connector: jobs use the delta-rs engine" >&2
 fi
 
 if [[ "$mode" == "test" ]]; then

@@ -17,6 +17,7 @@ shipped to the driver and every executor with --py-files, so executors never dep
   jobs/JOB.py           the job: jobs/ingest.py (more in jobs/); each has --help
   JOB OPTIONS           the job's own options, and on every job:
                         --conf NAME|FILE   configuration: local (default), cluster, databricks, gpu, or a TOML file
+                                           (also accepted before the job: a --conf without '=' is the job's)
                         --set KEY=VALUE    override one setting, e.g. --set spark.conf.spark.executor.memory=4g
 
 The job's config supplies spark-submit's --master and --conf properties first; yours come after and win.
@@ -49,16 +50,19 @@ fi
 [[ -n "$PY" ]] || { echo "spark-submit.sh: error: no Python found; run ./setup.sh first" >&2; exit 1; }
 
 # Split: spark-submit options | the job file | the job's options.
+# A --conf without '=' before the job names the job's configuration (spark-submit's own --conf is always KEY=VALUE).
 submit_opts=()
+config_args=()
 job=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     jobs/*.py|*/jobs/*.py) job="$1"; shift; break ;;
+    --conf) if [[ "${2:-}" != *=* && -n "${2:-}" ]]; then config_args=(--conf "$2"); else submit_opts+=("$1" "${2:-}"); fi; shift 2 || shift ;;
     *) submit_opts+=("$1"); shift ;;
   esac
 done
-job_args=("$@")
+job_args=("${config_args[@]+"${config_args[@]}"}" "$@")
 if [[ -z "$job" ]]; then
   echo "spark-submit.sh: error: no job given; name one of: $(cd "$HERE" && ls jobs/*.py | grep -v -e __init__ -e launch_args | tr '\n' ' ')" >&2
   exit 2
@@ -129,6 +133,35 @@ config_opts=()
 config_out="$(cd "$HERE" && PYTHONPATH="$HERE" "$PY" -m jobs.launch_args "${job_args[@]}" | tr '\0' '\n')" || exit 1
 while IFS= read -r line; do [[ -n "$line" ]] && config_opts+=("$line"); done <<<"$config_out"
 
+# The Delta connector's --jars (from the config, when installed) join the user's own --jars instead of losing to
+# them; a user who brings the connector with --packages io.delta:... keeps theirs alone.
+ours=""
+kept=()
+for ((i = 0; i < ${#config_opts[@]}; i++)); do
+  if [[ "${config_opts[$i]}" == "--jars" ]]; then ours="${config_opts[$((i + 1))]}"; i=$((i + 1)); else kept+=("${config_opts[$i]}"); fi
+done
+config_opts=("${kept[@]+"${kept[@]}"}")
+if [[ -n "$ours" ]]; then
+  for ((i = 0; i < ${#submit_opts[@]}; i++)); do
+    case "${submit_opts[$i]}" in
+      --packages) [[ "${submit_opts[$((i + 1))]:-}" == *io.delta:* ]] && ours="" ;;
+      --packages=*) [[ "${submit_opts[$i]}" == *io.delta:* ]] && ours="" ;;
+      --jars) submit_opts[$((i + 1))]="${submit_opts[$((i + 1))]},$ours"; ours="" ;;
+      --jars=*) submit_opts[$i]="${submit_opts[$i]},$ours"; ours="" ;;
+    esac
+  done
+  [[ -n "$ours" ]] && config_opts+=(--jars "$ours")
+fi
+
+# The driver runs here (client mode): its Python is this machine's, even when the executors are told to use a
+# shipped environment with --conf spark.pyspark.python=./env/bin/python (which Spark would apply to the driver too).
+driver_opts=()
+case " ${submit_opts[*]-} " in
+  *"spark.pyspark.driver.python"* | *"--deploy-mode cluster"* | *"--deploy-mode=cluster"*) ;;
+  *) driver_opts=(--conf "spark.pyspark.driver.python=$PYSPARK_DRIVER_PYTHON") ;;
+esac
+
 log_opts=(--driver-java-options "-Dlog4j2.configurationFile=file:$HERE/conf/log4j2.properties")
-exec "$SPARK_HOME/bin/spark-submit" "${config_opts[@]}" "${log_opts[@]}" "${submit_opts[@]}" --py-files "$zip_path" \
+exec "$SPARK_HOME/bin/spark-submit" "${config_opts[@]}" "${log_opts[@]}" "${driver_opts[@]+"${driver_opts[@]}"}" \
+  "${submit_opts[@]}" --py-files "$zip_path" \
   "$entry" "$module" "${job_args[@]}"

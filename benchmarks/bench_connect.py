@@ -50,7 +50,10 @@ def make_inputs(rows: int, folder: Path) -> tuple[str, str]:
     return str(train), str(TWEETS / "unlabeled.csv")
 
 
-def run_pipeline(mode: str, train: str, score: str, out: Path, remote: str | None) -> dict:
+def run_pipeline(
+    mode: str, train: str, score: str, out: Path, remote: str | None, settings: tuple[str, ...] = ()
+) -> dict:
+    """One ./spark-submit.sh jobs/pipeline.py run; ``settings`` are extra --set KEY=VALUE."""
     args = [str(ROOT / "spark-submit.sh")]
     job = ["jobs/pipeline.py", "--train", train, "--score", score, "--out", str(out)]
     if mode == "connect":
@@ -59,16 +62,19 @@ def run_pipeline(mode: str, train: str, score: str, out: Path, remote: str | Non
         args += [*job, "--set", "spark.master=local[2]"]
         if mode == "classic-recompute":
             args += ["--set", "spark.cache_reused=false"]
+    for setting in settings:
+        args += ["--set", setting]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPARK_REMOTE")}
     env.update(PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1")
     start = time.perf_counter()
     done = subprocess.run(args, cwd=out.parent, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
-        sys.exit(f"bench_connect: {mode} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        sys.exit(f"benchmark: {mode} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     report = json.loads((out / "report.json").read_text())
     f1 = report["metrics"]["validation"]["f1"]
-    return {"stages": {s: report["stages"][s]["seconds"] for s in STAGES}, "total": seconds, "f1": f1}
+    stages = {s: report["stages"][s]["seconds"] for s in STAGES}
+    return {"stages": stages, "total": seconds, "f1": f1, "delta_engine": report.get("delta_engine")}
 
 
 def main() -> int:

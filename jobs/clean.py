@@ -20,7 +20,14 @@ from pyspark.sql.functions import pandas_udf
 
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import read_delta, retry_once_on_conflict, snapshot_version, write_delta
+from jobs.delta_tables import (
+    commit_metadata,
+    engine_name,
+    read_delta,
+    retry_once_on_conflict,
+    snapshot_version,
+    write_delta,
+)
 from jobs.errors import InputError, SetupError
 from jobs.session import default_parallelism, get_spark, release, reuse, ship_code
 from udfs.clean import CleanSettings, SpacyModelMissing, make_clean_function, resolve_spacy_model
@@ -161,6 +168,7 @@ def _clean_missing(
             read_version=version,
             key_columns=["id"],
             staging_max_age_hours=cfg.delta.staging_max_age_hours,
+            user_metadata=commit_metadata("clean", spacy_model=model, clean_fingerprint=fingerprint),
         )
     finally:
         release(docs)
@@ -197,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"cleaned {summary.cleaned} documents ({summary.empty} empty after cleaning), {summary.mode}",
         )
         print(f"clean: {args.output} (Delta, version {summary.version}, {summary.fingerprint})")
+        print(f"delta engine: {engine_name(spark, cfg.delta.engine)}")
         return 0
 
     return run_job(build_parser(), argv, job)

@@ -1,10 +1,13 @@
 """Start a local Spark Connect server (pyspark ships it): to try the jobs over Connect, and for the tests.
 
-    python -m jobs.connect_server [--port 15002] [--master local[2]] [--dir DIR]
+    python -m jobs.connect_server [--port 15002] [--master local[2]] [--dir DIR] [--without-delta]
 
 It listens on 127.0.0.1 only and runs in the foreground until Ctrl-C. Its Python workers use this Python
 environment (the pinned dependencies) but not this checkout: the jobs send their code as a Spark Connect
-artifact, as they must to a Databricks or any other remote server. Then, from another shell:
+artifact, as they must to a Databricks or any other remote server. It has the Delta Lake connector when ./setup.sh
+installed it (the jars, Delta's extension and catalog: the local stand-in for a Databricks serverless session, where
+``delta.engine=auto`` chooses the connector); --without-delta starts it without (the delta-rs engine then). Then,
+from another shell:
 
     ./spark-submit.sh --remote sc://127.0.0.1:15002 jobs/pipeline.py
 """
@@ -26,8 +29,12 @@ from jobs.session import ensure_java
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
 
-def server_command(port: int, master: str, settings: dict[str, str] | None = None) -> list[str]:
+def server_command(
+    port: int, master: str, settings: dict[str, str] | None = None, delta: bool = True
+) -> list[str]:
     import pyspark
+
+    from jobs.delta_connector_jars import installed, session_settings
 
     spark_home = os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
     conf = {
@@ -37,8 +44,13 @@ def server_command(port: int, master: str, settings: dict[str, str] | None = Non
         "spark.sql.session.timeZone": "UTC",
         "spark.python.worker.reuse": "true",
         "spark.driver.memory": "4g",  # local mode: the executors live in the server's JVM
-        **(settings or {}),
     }
+    connector = installed() if delta else None
+    if (
+        connector is not None
+    ):  # Delta has no Spark Connect plugin for Spark 4.2: its SQL and format("delta") serve
+        conf.update(session_settings(connector))
+    conf.update(settings or {})
     command = [f"{spark_home}/bin/spark-submit", "--class", SERVER_CLASS, "--master", master]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
@@ -79,13 +91,14 @@ def start_server(
     master: str = "local[2]",
     settings: dict[str, str] | None = None,
     timeout: float = 120,
+    delta: bool = True,
 ) -> subprocess.Popen:
     """A server process listening on 127.0.0.1:port, its log in ``workdir/connect-server.log``."""
     workdir.mkdir(parents=True, exist_ok=True)
     log = workdir / "connect-server.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            server_command(port, master, settings),
+            server_command(port, master, settings, delta),
             cwd=workdir,
             env=server_env(),
             stdout=out,
@@ -103,15 +116,25 @@ def main(argv: list[str] | None = None) -> int:
         "--master", default="local[2]", help="the server's Spark master (default: %(default)s)"
     )
     parser.add_argument("--dir", default=None, help="working folder of the server (default: a temp folder)")
+    parser.add_argument(
+        "--without-delta",
+        action="store_true",
+        help="start without the Delta connector even where it is installed (jobs then use the delta-rs engine)",
+    )
     args = parser.parse_args(argv)
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="elmo-lake-connect-"))
     try:
-        process = start_server(args.port, workdir, args.master)
+        process = start_server(args.port, workdir, args.master, delta=not args.without_delta)
     except ElmoLakeError as exc:
         print(f"connect_server: error: {exc}", file=sys.stderr)
         return 1
+    from jobs.delta_connector_jars import installed
+
+    connector = installed() if not args.without_delta else None
+    delta = f"with the Delta connector {connector.version}" if connector else "without the Delta connector"
     print(
-        f"Spark Connect server on sc://127.0.0.1:{args.port} (log: {workdir}/connect-server.log); Ctrl-C stops it"
+        f"Spark Connect server on sc://127.0.0.1:{args.port}, {delta} (log: {workdir}/connect-server.log); "
+        "Ctrl-C stops it"
     )
     try:
         return process.wait()

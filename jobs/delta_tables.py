@@ -1,55 +1,53 @@
-"""Read and write Delta tables from Spark, through the Delta connector or, where it is absent, through delta-rs.
+"""Read and write Delta tables from Spark: one surface, two engines, chosen once per session.
 
-``read_delta`` and ``write_delta`` take the same arguments whichever engine runs them:
+``read_delta`` and ``write_delta`` take the same arguments whichever engine runs them (``delta.engine``):
 
-- ``spark``: the native ``format("delta")`` (Databricks, clusters with the connector on the classpath);
-- ``delta-rs``: plain Spark. Reads list the current snapshot's data files with ``deltalake`` and read them as
-  Parquet; writes let every task write its own Parquet files into the table's folder, then the driver commits all
-  of them in ONE Delta transaction. Until that commit nothing is visible; if any task or the commit fails, the
-  write's files are removed and the table stays at its previous version.
+- ``spark`` — the Delta Lake connector (``jobs/delta_connector_engine.py``): Databricks, clusters and local
+  sessions with the connector's jars (./setup.sh installs them; ``auto`` picks it wherever Spark knows the
+  ``delta`` source);
+- ``delta-rs`` — plain Spark plus the ``deltalake`` package (``jobs/delta_rs_engine.py``): sessions without the
+  connector (air-gapped machines, Spark Connect servers without Delta).
+
+Both write the same Delta tables, each readable and writable by the other. Jobs import only this module.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
-from urllib.parse import quote, unquote
 
-import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
-from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
+from jobs import delta_connector_engine as connector
+from jobs import delta_rs_engine as delta_rs
+from jobs.delta_rs_engine import (  # noqa: F401  (part of this surface: maintain, sql and similar use them)
+    DEFAULT_STAGING_MAX_AGE_HOURS,
+    dead_writes,
+    open_table_filesystem,
+    remove_dead_writes,
+    table_uri,
+    table_version,
+)
 from jobs.errors import (
     CommitConflictError,
     ElmoLakeError,
     SchemaMismatchError,
+    SetupError,
     TableExistsError,
     TableNotFoundError,
-    UnsupportedTableError,
 )
-from jobs.paths import is_uri, local_path, spark_path
 
 Engine = Literal["delta-rs", "spark"]
 Result = TypeVar("Result")
 WriteMode = Literal["append", "overwrite", "error", "ignore"]
-
-# Reader features the delta-rs read path honours; a table needing any other one is refused.
-SUPPORTED_READER_FEATURES = {"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"}
-STAGING_DIR = "_elmo_lake_staging"  # '_' folders are invisible to Delta and Spark readers
-MANIFEST_SUFFIX = (
-    ".moved"  # _elmo_lake_staging/<write id>.moved: the table files a write moves before its commit
-)
-DEFAULT_STAGING_MAX_AGE_HOURS = 6.0  # a staging folder untouched this long belongs to a write that died
-HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
-# Characters Hive (and so Spark and delta-rs) escape in partition folder names.
-_PATH_UNSAFE = set("\"#%'*/:=?\\\x7f{[]^") | {chr(c) for c in range(0x20)}
+ENGINE_NAMES = {"spark": "the Delta connector", "delta-rs": "delta-rs"}
 PARTITION_TYPES = (
     T.StringType,
     T.IntegerType,
@@ -71,54 +69,43 @@ class WriteResult:
     num_records: int
 
 
-def open_table_filesystem(uri: str):
-    """The pyarrow filesystem and root path of a table URI (local path, file://, s3://, gs://, abfss://, hdfs://)."""
-    import pyarrow.fs as pafs
-
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), uri
-    return pafs.FileSystem.from_uri(uri)
-
-
-def to_delta_arrow_schema(schema: pa.Schema) -> pa.Schema:
-    """What the Delta log holds: UTC timestamps, every top-level column nullable."""
-    fields = []
-    for field in schema:
-        type_ = field.type
-        if pa.types.is_timestamp(type_) and type_.tz is not None:
-            type_ = pa.timestamp("us", tz="UTC")
-        fields.append(pa.field(field.name, type_, nullable=True, metadata=field.metadata))
-    return pa.schema(fields, metadata=schema.metadata)
-
-
-def partition_dir(partition_by: list[str], values: dict[str, str | None]) -> str:
-    """Hive-style folders of a partition: col=escaped value/..., as Spark and delta-rs write them."""
-    parts = []
-    for col in partition_by:
-        value = values[col]
-        escaped = (
-            HIVE_NULL
-            if value is None
-            else "".join(quote(ch, safe="") if ch in _PATH_UNSAFE else ch for ch in value)
-        )
-        parts.append(f"{col}={escaped}")
-    return "/".join(parts)
+_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # session -> its engine, decided once
 
 
 def resolve_engine(spark: SparkSession, engine: str = "auto") -> Engine:
-    """'auto' -> 'spark' when the Delta connector is on the classpath (or on Databricks), else 'delta-rs'."""
-    if engine in ("delta-rs", "spark"):
-        return engine  # type: ignore[return-value]
-    if engine != "auto":
+    """'auto' -> 'spark' when the session has the Delta connector (or on Databricks), else 'delta-rs', saying so
+    once. 'spark' on a session without the connector is a SetupError naming what to do."""
+    if engine not in ("auto", "delta-rs", "spark"):
         raise ElmoLakeError(f"delta.engine: {engine!r} is not allowed (allowed: 'auto', 'delta-rs', 'spark')")
+    if engine == "delta-rs":
+        return "delta-rs"
     if os.environ.get("DATABRICKS_RUNTIME_VERSION"):
         return "spark"
     if spark not in _ENGINES:
         _ENGINES[spark] = "spark" if has_delta_connector(spark) else "delta-rs"
+        if _ENGINES[spark] == "delta-rs" and engine == "auto":
+            print(f"elmo-lake: {_without_connector_line(spark)}", file=sys.stderr, flush=True)
+    if engine == "spark" and _ENGINES[spark] != "spark":
+        raise SetupError(f"delta.engine is 'spark', but {_without_connector_line(spark)}")
     return _ENGINES[spark]
 
 
-_ENGINES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # session -> its 'auto' engine
+def _without_connector_line(spark: SparkSession) -> str:
+    from jobs.delta_connector_jars import not_installed_line
+    from jobs.session import is_connect
+
+    if is_connect(spark):
+        return (
+            "the Spark Connect server has no Delta connector, so Delta tables are read and written with the "
+            "delta-rs engine (this process and the server must share the tables' storage); start the server "
+            "with the connector (python -m jobs.connect_server does, once ./setup.sh has fetched it)"
+        )
+    return not_installed_line()
+
+
+def engine_name(spark: SparkSession, engine: str = "auto") -> str:
+    """The engine in words, for the jobs' last lines and the report: 'the Delta connector' or 'delta-rs'."""
+    return ENGINE_NAMES[resolve_engine(spark, engine)]
 
 
 def has_delta_connector(spark: SparkSession) -> bool:
@@ -134,47 +121,10 @@ def has_delta_connector(spark: SparkSession) -> bool:
     return True
 
 
-def table_uri(path: str) -> str:
-    """A path as delta-rs wants it: URIs for object stores, else what local file I/O opens (/dbfs for DBFS)."""
-    path = str(path)
-    if is_uri(path) and not path.startswith(("dbfs:", "file:")):
-        return path.rstrip("/")
-    return local_path(path)
-
-
 def table_exists(spark: SparkSession, path: str, engine: str = "auto") -> bool:
     if resolve_engine(spark, engine) == "spark":
-        return _spark_table_exists(spark, path)
-    from deltalake import DeltaTable
-
-    return DeltaTable.is_deltatable(table_uri(path))
-
-
-# How the connector says "no Delta table there" (Delta 3/4, Databricks): anything else is a real failure.
-_NOT_A_TABLE = (
-    "DELTA_MISSING_DELTA_TABLE",
-    "DELTA_PATH_DOES_NOT_EXIST",
-    "PATH_NOT_FOUND",
-    "is not a Delta table",
-)
-
-
-def _spark_table_exists(spark: SparkSession, path: str) -> bool:
-    try:
-        spark.read.format("delta").load(spark_path(path)).schema  # noqa: B018
-    except Exception as exc:
-        if any(marker in str(exc) for marker in _NOT_A_TABLE):
-            return False
-        raise
-    return True
-
-
-def table_version(path: str) -> int | None:
-    """The current version of a Delta table (read from its log, either engine), or None if there is none."""
-    from deltalake import DeltaTable
-
-    uri = table_uri(path)
-    return DeltaTable(uri).version() if DeltaTable.is_deltatable(uri) else None
+        return connector.exists(spark, path)
+    return delta_rs.exists(path)
 
 
 def read_delta(spark: SparkSession, path: str, engine: str = "auto", version: int | None = None) -> DataFrame:
@@ -185,84 +135,20 @@ def read_delta(spark: SparkSession, path: str, engine: str = "auto", version: in
     TableNotFoundError
         if there is no Delta table at ``path``.
     UnsupportedTableError
-        (delta-rs engine) if the table needs a reader feature this path cannot honour, e.g. deletion vectors.
+        (delta-rs engine) if the table needs a reader feature that engine cannot honour, e.g. deletion vectors.
     """
     if resolve_engine(spark, engine) == "spark":
-        if not table_exists(spark, path, "spark"):
+        if not connector.exists(spark, path):
             raise TableNotFoundError(f"no Delta table at {path}")
-        reader = spark.read.format("delta")
-        if version is not None:
-            reader = reader.option("versionAsOf", version)
-        return reader.load(spark_path(path))
-    return _read_with_delta_rs(spark, path, version)
+        return connector.read(spark, path, version)
+    return delta_rs.read(spark, path, version)
 
 
-def _open_delta_rs_table(path: str, version: int | None = None):
-    from deltalake import DeltaTable
-
-    uri = table_uri(path)
-    if not DeltaTable.is_deltatable(uri):
-        raise TableNotFoundError(f"no Delta table at {path}")
-    return DeltaTable(uri, version=version)
-
-
-def _check_readable(dt, path: str) -> None:
-    protocol = dt.protocol()
-    features = set(protocol.reader_features or [])
-    if protocol.min_reader_version == 2:
-        raise UnsupportedTableError(
-            f"Delta table {path} uses column mapping (reader version 2), which the delta-rs engine does not "
-            "read; use the Delta connector (--set delta.engine=spark)"
-        )
-    if protocol.min_reader_version > 3 or not features <= SUPPORTED_READER_FEATURES:
-        unsupported = sorted(features - SUPPORTED_READER_FEATURES) or [
-            f"reader version {protocol.min_reader_version}"
-        ]
-        raise UnsupportedTableError(
-            f"Delta table {path} needs reader feature(s) {', '.join(unsupported)}, which the delta-rs engine "
-            "cannot honour (it would return wrong rows); use the Delta connector (--set delta.engine=spark) or "
-            "rewrite the table without them"
-        )
-
-
-def _read_with_delta_rs(spark: SparkSession, path: str, version: int | None) -> DataFrame:
-    dt = _open_delta_rs_table(path, version)
-    _check_readable(dt, path)
-    arrow_schema = pa.schema(dt.schema().to_arrow())
-    spark_schema = from_arrow_schema(arrow_schema, prefer_timestamp_ntz=False)
-    columns = [f.name for f in spark_schema.fields]
-    partition_by = list(dt.metadata().partition_columns)
-    adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
-    if not adds:
-        return spark.createDataFrame([], spark_schema)
-    root = table_uri(path)
-    for add in adds:  # the log holds URL-encoded relative paths; the files have the decoded names
-        add["path"] = unquote(add["path"])
-    files = [f"{root}/{a['path']}" for a in adds]
-    if not partition_by:
-        return spark.read.schema(spark_schema).parquet(*files).select(*columns)
-    values = [{c: a.get(f"partition.{c}") for c in partition_by} for a in adds]
-    values = [{c: (None if v is None else str(v)) for c, v in row.items()} for row in values]
-    if all(
-        a["path"].startswith(partition_dir(partition_by, v) + "/") for a, v in zip(adds, values, strict=True)
-    ):
-        # Hive-style folders that match the log: Spark parses the partition values from the paths.
-        return spark.read.schema(spark_schema).option("basePath", root).parquet(*files).select(*columns)
-    # Files placed elsewhere (other writers may): take the values from the log, one read per partition.
-    data_schema = T.StructType([f for f in spark_schema.fields if f.name not in partition_by])
-    groups: dict[tuple, list[str]] = {}
-    for file, row in zip(files, values, strict=True):
-        groups.setdefault(tuple(row[c] for c in partition_by), []).append(file)
-    frames = []
-    for key, group_files in groups.items():
-        frame = spark.read.schema(data_schema).parquet(*group_files)
-        for col, value in zip(partition_by, key, strict=True):
-            frame = frame.withColumn(col, F.lit(value).cast(spark_schema[col].dataType))
-        frames.append(frame.select(*columns))
-    result = frames[0]
-    for frame in frames[1:]:
-        result = result.unionByName(frame)
-    return result
+def commit_metadata(stage: str, **facts: object) -> str:
+    """The userMetadata of a stage's commits, as DESCRIBE HISTORY shows it: which run wrote what."""
+    return json.dumps(
+        {"writer": "elmo-lake", "stage": stage, **{k: v for k, v in facts.items() if v is not None}}
+    )
 
 
 def write_delta(
@@ -277,6 +163,7 @@ def write_delta(
     read_version: int | None | Literal["any"] = "any",
     key_columns: list[str] | tuple[str, ...] = (),
     staging_max_age_hours: float = DEFAULT_STAGING_MAX_AGE_HOURS,
+    user_metadata: str | None = None,
 ) -> WriteResult:
     """Write ``df`` to the Delta table at ``path`` in one transaction.
 
@@ -295,6 +182,8 @@ def write_delta(
     staging_max_age_hours : (delta-rs engine) staging folders of writes that have not changed for this long are
         dead writes (killed before their commit): this write removes them and any data file they had moved into
         the table without committing it.
+    user_metadata : the commit's userMetadata (``commit_metadata``: the stage and model that wrote it), shown by
+        DESCRIBE HISTORY on both engines.
 
     Raises
     ------
@@ -303,6 +192,8 @@ def write_delta(
     spark = df.sparkSession
     resolved = resolve_engine(spark, engine)
     partition_by = list(partition_by)
+    if resolved == "spark":
+        delta_rs.pause_before_commit(path, "snapshot read")  # (a debug setting; see there)
     exists = table_exists(spark, path, resolved)
     if read_version != "any":
         _check_still_at(spark, path, resolved, exists, read_version)
@@ -316,7 +207,7 @@ def write_delta(
     if exists:
         existing = read_delta(spark, path, resolved).schema
         check_schema(existing, df.schema, path)
-        table_partitions = _table_partition_columns(path)
+        table_partitions = partition_columns(spark, path, resolved)
         if partition_by and table_partitions is not None and partition_by != table_partitions:
             raise SchemaMismatchError(
                 f"Delta table {path} is partitioned by {table_partitions}, not {partition_by}; write with the "
@@ -328,20 +219,24 @@ def write_delta(
         for name, text in comments.items():
             df = df.withMetadata(name, {**df.schema[name].metadata, "comment": text})
         if read_version != "any" and exists and mode == "append" and key_columns:
-            return _merge_new_rows_with_spark(df, path, list(key_columns))
-        return _write_with_spark(df, path, mode, partition_by, description)
-    return _write_with_delta_rs(
-        df,
-        path,
-        mode,
-        partition_by,
-        exists,
-        description,
-        target_file_rows,
-        comments,
-        read_version,
-        staging_max_age_hours,
-    )
+            written = connector.merge_new_rows(df, path, list(key_columns), user_metadata)
+        else:
+            written = connector.write(df, path, mode, partition_by, exists, description, user_metadata)
+    else:
+        written = delta_rs.write(
+            df,
+            path,
+            mode,
+            partition_by,
+            exists,
+            description,
+            target_file_rows,
+            comments,
+            read_version,
+            staging_max_age_hours,
+            user_metadata,
+        )
+    return WriteResult(path, *written)
 
 
 def append_on_snapshot(
@@ -393,21 +288,15 @@ def _check_still_at(
 
 
 def _current_version(spark: SparkSession, path: str, engine: str) -> int | None:
-    if engine == "spark":
-        last = _last_commit(spark, path)
-        return int(last["version"]) if last is not None else None
-    return table_version(path)
+    return connector.current_version(spark, path) if engine == "spark" else table_version(path)
 
 
-def _last_commit(spark: SparkSession, path: str):
-    """The connector engine's newest history row of the table (version, operationMetrics, ...), or None."""
-    rows = spark.sql(f"DESCRIBE HISTORY delta.`{spark_path(path)}` LIMIT 1").collect()
-    return rows[0] if rows else None
-
-
-def _is_concurrent_commit(exc: Exception) -> bool:
-    """The connector's ConcurrentAppendException and friends (JVM classes, known by their text)."""
-    return "Concurrent" in str(exc) or "DELTA_CONCURRENT" in str(exc)
+def partition_columns(spark: SparkSession, path: str, engine: str = "auto") -> list[str] | None:
+    """The table's partition columns (None: no table), from the engine's own view of it."""
+    resolved = resolve_engine(spark, engine)
+    if resolved == "spark":
+        return connector.partition_columns(spark, path) if connector.exists(spark, path) else None
+    return delta_rs.partition_columns(path)
 
 
 def snapshot_version(spark: SparkSession, path: str, engine: str = "auto") -> int | None:
@@ -433,44 +322,6 @@ def rows_missing_from(
     if where is not None:
         present = present.where(where)
     return df.join(present.select(*keys), keys, "left_anti"), version
-
-
-def _merge_new_rows_with_spark(df: DataFrame, path: str, keys: list[str]) -> WriteResult:
-    """Connector engine: insert the rows whose key the table lacks. MERGE reads the table, so a concurrent
-    commit is a conflict (ConcurrentAppendException) instead of a duplicate."""
-    spark = df.sparkSession
-    view = f"elmo_lake_new_rows_{uuid.uuid4().hex[:12]}"
-    df.createOrReplaceTempView(view)  # a session-scoped temporary view: serverless allows these
-    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
-    try:
-        spark.sql(
-            f"MERGE INTO delta.`{spark_path(path)}` t USING {view} s ON {on} WHEN NOT MATCHED THEN INSERT *"
-        )
-    except Exception as exc:
-        if _is_concurrent_commit(exc):
-            raise CommitConflictError(
-                f"another writer committed to {path} first: {str(exc).splitlines()[0]}; nothing was written, re-run"
-            ) from exc
-        raise
-    finally:
-        spark.catalog.dropTempView(view)
-    last = _last_commit(spark, path)
-    metrics = last["operationMetrics"] or {}
-    return WriteResult(
-        path,
-        int(last["version"]),
-        int(metrics.get("numTargetFilesAdded", 0)),
-        int(metrics.get("numTargetRowsInserted", 0)),
-    )
-
-
-def _table_partition_columns(path: str) -> list[str] | None:
-    from deltalake import DeltaTable
-
-    uri = table_uri(path)
-    if not DeltaTable.is_deltatable(uri):
-        return None
-    return list(DeltaTable(uri).metadata().partition_columns)
 
 
 def _check_partition_columns(df: DataFrame, partition_by: list[str], path: str) -> None:
@@ -503,362 +354,3 @@ def check_schema(table: T.StructType, data: T.StructType, path: str) -> None:
         raise SchemaMismatchError(
             f"data does not match the schema of Delta table {path}: " + "; ".join(problems)
         )
-
-
-def _write_with_spark(
-    df: DataFrame, path: str, mode: str, partition_by: list[str], description: str | None
-) -> WriteResult:
-    writer = df.write.format("delta").mode(mode)
-    if partition_by:
-        writer = writer.partitionBy(*partition_by)
-    if description:
-        writer = writer.option("userMetadata", description)
-    try:
-        writer.save(spark_path(path))
-    except Exception as exc:  # the connector's exceptions are JVM classes; map the ones users act on
-        text = str(exc)
-        if _is_concurrent_commit(exc):
-            raise CommitConflictError(
-                f"another writer committed to {path} first: {text.splitlines()[0]}"
-            ) from exc
-        if "DELTA_FAILED_TO_MERGE_FIELDS" in text or "schema mismatch" in text.lower():
-            raise SchemaMismatchError(
-                f"data does not match the schema of Delta table {path}: {text.splitlines()[0]}"
-            ) from exc
-        raise
-    last = _last_commit(df.sparkSession, path)
-    metrics = last["operationMetrics"] or {}
-    return WriteResult(
-        path, int(last["version"]), int(metrics.get("numFiles", 0)), int(metrics.get("numOutputRows", 0))
-    )
-
-
-def _write_with_delta_rs(
-    df: DataFrame,
-    path: str,
-    mode: str,
-    partition_by: list[str],
-    exists: bool,
-    description: str | None,
-    target_file_rows: int,
-    comments: dict[str, str],
-    expected_version: int | None | Literal["any"],
-    staging_max_age_hours: float,
-) -> WriteResult:
-    from deltalake import DeltaTable, Schema
-    from deltalake.exceptions import CommitFailedError, DeltaError
-    from deltalake.transaction import CommitProperties, create_table_with_add_actions
-
-    uri = table_uri(path)
-    # Read version fixed before any data is written: a commit by someone else since then is a conflict for
-    # non-blind writes; a read-dependent write allows none at all (no retry on top of someone else's commit).
-    read_dependent = expected_version != "any"
-    read_version = expected_version if read_dependent else (DeltaTable(uri).version() if exists else None)
-    arrow_schema = to_delta_arrow_schema(to_arrow_schema(df.schema, timezone="UTC"))
-    write_id = uuid.uuid4().hex[:16]
-    fs, root = open_table_filesystem(uri)
-    if exists:
-        remove_dead_writes(path, staging_max_age_hours)
-    staging = f"{root}/{STAGING_DIR}/{write_id}"
-    moved: list[str] = []
-    try:
-        _write_parquet(df, _spark_path(uri, f"{STAGING_DIR}/{write_id}"), partition_by, target_file_rows)
-        _check_staging_visible(fs, staging, path)
-        adds = _move_into_table(fs, root, staging, write_id, moved)
-        _pause_before_commit(path, write_id)
-        props = CommitProperties(
-            custom_metadata={"engineInfo.elmo-lake": "delta-rs", "writeId": write_id},
-            max_commit_retries=0 if read_dependent else None,
-        )
-        schema = Schema.from_arrow(_with_comments(arrow_schema, comments))
-        if exists:
-            DeltaTable(uri, version=read_version).create_write_transaction(
-                adds, mode, schema, partition_by=partition_by or None, commit_properties=props
-            )
-        else:
-            create_table_with_add_actions(
-                uri,
-                schema,
-                adds,
-                mode="error",
-                partition_by=partition_by or None,
-                description=description,
-                commit_properties=props,
-            )
-    except BaseException as exc:
-        for file in moved:  # never committed, so never visible; remove them all the same
-            _delete_quietly(fs, file)
-        if isinstance(exc, CommitFailedError) or (
-            isinstance(exc, DeltaError) and "already exists" in str(exc)
-        ):
-            raise CommitConflictError(
-                f"another writer committed to Delta table {path} after this write started (read version "
-                f"{read_version}); nothing was written, re-run to write on top of the new version ({exc})"
-            ) from None
-        raise
-    finally:
-        _delete_quietly(fs, staging, folder=True)
-        _delete_quietly(fs, f"{staging}{MANIFEST_SUFFIX}")
-        _delete_quietly(fs, f"{root}/{STAGING_DIR}", folder=True, only_if_empty=True)
-    version = DeltaTable(uri).version()
-    return WriteResult(path, version, len(adds), sum(json.loads(a.stats)["numRecords"] for a in adds))
-
-
-def _check_staging_visible(fs, staging: str, path: str) -> None:
-    """Spark (the executors, or a Connect server) wrote the files; this process commits them, so it must see them."""
-    import pyarrow.fs as pafs
-
-    if fs.get_file_info(staging).type == pafs.FileType.NotFound:
-        raise ElmoLakeError(
-            f"Spark wrote this write's files to {staging}, but this process cannot see them there. The delta-rs "
-            f"engine commits from the client, so the client and Spark (a Spark Connect server, a cluster) must "
-            f"share the storage of {path}: use a shared path (an object store URI, a mounted volume), or the "
-            "Delta connector (--set delta.engine=spark)"
-        )
-
-
-def _write_parquet(df: DataFrame, target: str, partition_by: list[str], target_file_rows: int) -> None:
-    """Spark's own Parquet writer (no Python on the write path), with the timestamp encoding Delta reads."""
-    spark = df.sparkSession
-    key = "spark.sql.parquet.outputTimestampType"
-    previous = spark.conf.get(key, None)
-    spark.conf.set(key, "TIMESTAMP_MICROS")
-    try:
-        # "error", not "errorifexists": Spark Connect knows only the short name
-        writer = df.write.mode("error").option("compression", "snappy")
-        if target_file_rows:
-            writer = writer.option("maxRecordsPerFile", target_file_rows)
-        if partition_by:
-            writer = writer.partitionBy(*partition_by)
-        writer.parquet(target)
-    finally:
-        if previous is None:
-            spark.conf.unset(key)
-        else:
-            spark.conf.set(key, previous)
-
-
-def _spark_path(uri: str, relative: str) -> str:
-    return f"file://{uri}/{relative}" if "://" not in uri else f"{uri}/{relative}"
-
-
-def _move_into_table(fs, root: str, staging: str, write_id: str, moved: list[str]):
-    """Move the staged data files to their place in the table; their add actions (path, partitions, rows)."""
-    import time
-
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
-    from deltalake.transaction import AddAction
-
-    adds = []
-    infos = fs.get_file_info(pafs.FileSelector(staging, recursive=True))
-    plan = []
-    for info in sorted(infos, key=lambda i: i.path):
-        if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
-            continue
-        relative = info.path[len(staging) + 1 :]
-        folders, name = relative.rsplit("/", 1) if "/" in relative else ("", relative)
-        plan.append((info, folders, f"{folders}/{write_id}-{name}" if folders else f"{write_id}-{name}"))
-    # Written before any file moves: if this process dies before its commit, the next write (or
-    # jobs/maintain.py) knows which files in the table are this write's uncommitted ones.
-    with fs.open_output_stream(f"{staging}{MANIFEST_SUFFIX}") as manifest:
-        manifest.write("\n".join(target for _, _, target in plan).encode())
-    for info, folders, target_relative in plan:
-        if folders:
-            fs.create_dir(f"{root}/{folders}", recursive=True)
-        fs.move(info.path, f"{root}/{target_relative}")
-        moved.append(f"{root}/{target_relative}")
-        with fs.open_input_file(f"{root}/{target_relative}") as handle:
-            stats = file_statistics(pq.read_metadata(handle))
-        adds.append(
-            AddAction(
-                path=target_relative,  # deltalake URL-encodes it for the log
-                size=info.size,
-                partition_values=_partition_values(folders),
-                modification_time=int(time.time() * 1000),
-                data_change=True,
-                stats=json.dumps(stats),
-            )
-        )
-    return adds
-
-
-STATS_STRING_PREFIX = 32  # as the Delta connector (dataSkippingStringPrefixLength): strings are cut to this
-
-
-def file_statistics(metadata) -> dict:
-    """A data file's Delta statistics from its Parquet footer, as the Delta connector writes them: numRecords, and
-    minValues / maxValues / nullCount of every top-level, non-nested column (no second read of the data).
-
-    Strings are cut to 32 characters (a cut maximum gets U+10FFFF appended, so it stays an upper bound);
-    timestamps are ISO-8601 UTC with milliseconds; columns whose statistics the footer lacks are left out.
-    """
-    import datetime as dt
-
-    schema = metadata.schema.to_arrow_schema()
-    mins: dict = {}
-    maxs: dict = {}
-    nulls: dict = {}
-    for index, field in enumerate(schema):
-        if pa.types.is_nested(field.type):
-            continue
-        column_stats = [
-            metadata.row_group(g).column(index).statistics for g in range(metadata.num_row_groups)
-        ]
-        if not column_stats or any(c is None for c in column_stats):
-            continue
-        if all(c.has_null_count for c in column_stats):
-            nulls[field.name] = int(sum(c.null_count for c in column_stats))
-        with_values = [c for c in column_stats if c.has_min_max]
-        if not with_values or not _has_min_max_type(field.type):
-            continue
-        low, high = min(c.min for c in with_values), max(c.max for c in with_values)
-        if isinstance(low, float) and (low != low or high != high):  # NaN: no usable bound
-            continue
-        if isinstance(low, str):
-            low = low[:STATS_STRING_PREFIX]
-            if len(high) > STATS_STRING_PREFIX:
-                high = high[:STATS_STRING_PREFIX] + "\U0010ffff"
-        if isinstance(low, dt.datetime):
-            low, high = _delta_timestamp(low), _delta_timestamp(high)
-        elif isinstance(low, dt.date):
-            low, high = low.isoformat(), high.isoformat()
-        mins[field.name], maxs[field.name] = low, high
-    return {"numRecords": metadata.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
-
-
-def _has_min_max_type(type_: pa.DataType) -> bool:
-    return (
-        pa.types.is_integer(type_)
-        or pa.types.is_floating(type_)
-        or pa.types.is_string(type_)
-        or pa.types.is_large_string(type_)
-        or pa.types.is_date(type_)
-        or pa.types.is_timestamp(type_)
-    )
-
-
-def _delta_timestamp(value) -> str:
-    import datetime as dt
-
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.timezone.utc)
-    value = value.astimezone(dt.timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-def _pause_before_commit(path: str, write_id: str) -> None:
-    """ELMO_LAKE_PAUSE_BEFORE_COMMIT=SECONDS: a debug setting for fault-injection tests and drills. The data
-    files are in place, the commit is not made yet: the moment a kill must leave the table unchanged."""
-    seconds = float(os.environ.get("ELMO_LAKE_PAUSE_BEFORE_COMMIT", "0") or 0)
-    if seconds > 0:
-        import sys
-        import time
-
-        print(
-            f"elmo-lake: write {write_id} to {path}: files written, pausing {seconds:g} s before the commit "
-            "(ELMO_LAKE_PAUSE_BEFORE_COMMIT)",
-            file=sys.stderr,
-            flush=True,
-        )
-        time.sleep(seconds)
-
-
-@dataclass(frozen=True)
-class DeadWrite:
-    """A write that never committed: its staging folder, and the data files it had moved into the table."""
-
-    write_id: str
-    idle_hours: float
-    files: tuple[str, ...]
-
-
-def dead_writes(path: str, max_age_hours: float = DEFAULT_STAGING_MAX_AGE_HOURS) -> list[DeadWrite]:
-    """Writes under ``_elmo_lake_staging/`` untouched for ``max_age_hours`` (a live writer keeps writing there),
-    with the files each moved into the table but the log does not reference."""
-    import time
-
-    import pyarrow.fs as pafs
-    from deltalake import DeltaTable
-
-    uri = table_uri(path)
-    fs, root = open_table_filesystem(uri)
-    staging_root = f"{root}/{STAGING_DIR}"
-    entries = fs.get_file_info(pafs.FileSelector(staging_root, recursive=True, allow_not_found=True))
-    newest: dict[str, float] = {}
-    for info in entries:
-        write_id = info.path[len(staging_root) + 1 :].split("/", 1)[0].removesuffix(MANIFEST_SUFFIX)
-        mtime = info.mtime.timestamp() if info.mtime else 0.0
-        newest[write_id] = max(newest.get(write_id, 0.0), mtime)
-    now = time.time()
-    dead = {w: (now - t) / 3600 for w, t in newest.items() if now - t >= max_age_hours * 3600}
-    if not dead:
-        return []
-    referenced = (
-        {
-            unquote(a)
-            for a in pa.table(DeltaTable(uri).get_add_actions(flatten=True)).column("path").to_pylist()
-        }
-        if DeltaTable.is_deltatable(uri)
-        else set()
-    )
-    found = []
-    for write_id, idle in sorted(dead.items()):
-        manifest = f"{staging_root}/{write_id}{MANIFEST_SUFFIX}"
-        listed: list[str] = []
-        if fs.get_file_info(manifest).type == pafs.FileType.File:
-            with fs.open_input_stream(manifest) as handle:
-                listed = [line for line in handle.read().decode().splitlines() if line]
-        orphans = tuple(
-            f
-            for f in listed
-            if f not in referenced and fs.get_file_info(f"{root}/{f}").type == pafs.FileType.File
-        )
-        found.append(DeadWrite(write_id, idle, orphans))
-    return found
-
-
-def remove_dead_writes(path: str, max_age_hours: float = DEFAULT_STAGING_MAX_AGE_HOURS) -> list[DeadWrite]:
-    """Delete what ``dead_writes`` finds: the uncommitted data files, then the staging folders."""
-    fs, root = open_table_filesystem(table_uri(path))
-    found = dead_writes(path, max_age_hours)
-    for dead in found:
-        for file in dead.files:
-            _delete_quietly(fs, f"{root}/{file}")
-        _delete_quietly(fs, f"{root}/{STAGING_DIR}/{dead.write_id}", folder=True)
-        _delete_quietly(fs, f"{root}/{STAGING_DIR}/{dead.write_id}{MANIFEST_SUFFIX}")
-    if found:
-        _delete_quietly(fs, f"{root}/{STAGING_DIR}", folder=True, only_if_empty=True)
-    return found
-
-
-def _partition_values(folders: str) -> dict[str, str | None]:
-    values: dict[str, str | None] = {}
-    for part in filter(None, folders.split("/")):
-        column, _, value = part.partition("=")
-        values[column] = None if value == HIVE_NULL else unquote(value)
-    return values
-
-
-def _delete_quietly(fs, path: str, folder: bool = False, only_if_empty: bool = False) -> None:
-    import pyarrow.fs as pafs
-
-    try:
-        if folder:
-            if only_if_empty and fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
-                return
-            fs.delete_dir(path)
-        else:
-            fs.delete_file(path)
-    except (OSError, FileNotFoundError):
-        pass
-
-
-def _with_comments(schema: pa.Schema, comments: dict[str, str]) -> pa.Schema:
-    fields = [
-        f.with_metadata({**(f.metadata or {}), b"comment": comments[f.name].encode()})
-        if f.name in comments
-        else f
-        for f in schema
-    ]
-    return pa.schema(fields)

@@ -34,7 +34,14 @@ from pyspark.sql import functions as F
 
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import append_on_snapshot, read_delta, retry_once_on_conflict, rows_missing_from
+from jobs.delta_tables import (
+    append_on_snapshot,
+    commit_metadata,
+    engine_name,
+    read_delta,
+    retry_once_on_conflict,
+    rows_missing_from,
+)
 from jobs.errors import ConfigError, InputError
 from jobs.paths import default_model
 from jobs.session import default_parallelism, get_spark, release, reuse, runs_locally, ship_archive, ship_code
@@ -390,6 +397,7 @@ def _embed_missing(
             EMBEDDINGS_DESCRIPTION,
             partition_by=["model_id"],
             comments=EMBEDDINGS_COMMENTS,
+            user_metadata=commit_metadata("embed", model_id=model.model_id, sets=describe_sets(sets)),
         )
     finally:
         release(clean)
@@ -459,6 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{summary.seconds:.1f} s, {rate:,.0f} tokens/s",
         )
         print(f"embeddings: {args.output} (Delta, version {summary.version}, model {summary.model_id})")
+        print(f"delta engine: {engine_name(spark, cfg.delta.engine)}")
         return 0
 
     return run_job(build_parser(), argv, job)

@@ -24,7 +24,13 @@ from pyspark.sql import types as T
 
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import append_on_snapshot, retry_once_on_conflict, rows_missing_from
+from jobs.delta_tables import (
+    append_on_snapshot,
+    commit_metadata,
+    engine_name,
+    retry_once_on_conflict,
+    rows_missing_from,
+)
 from jobs.errors import ConfigError, InputError
 from jobs.paths import default_sample, spark_path
 from jobs.session import get_spark, release, reuse
@@ -275,7 +281,13 @@ def _append_new_documents(
         summary.version = version
         if summary.added or version is None:
             summary.version = append_on_snapshot(
-                new_docs, table, cfg, version, ["id"], DOCUMENTS_DESCRIPTION
+                new_docs,
+                table,
+                cfg,
+                version,
+                ["id"],
+                DOCUMENTS_DESCRIPTION,
+                user_metadata=commit_metadata("ingest", source=source),
             ).version
     finally:
         release(new_docs)
@@ -287,7 +299,15 @@ def _append_new_rejects(spark: SparkSession, cfg: Config, checked: DataFrame, re
     rejects, version = rows_missing_from(spark, rejects_of(checked), rejects_table, cfg.delta.engine, keys)
     if version is not None and rejects.limit(1).count() == 0:
         return
-    append_on_snapshot(rejects, rejects_table, cfg, version, keys, REJECTS_DESCRIPTION)
+    append_on_snapshot(
+        rejects,
+        rejects_table,
+        cfg,
+        version,
+        keys,
+        REJECTS_DESCRIPTION,
+        user_metadata=commit_metadata("ingest rejects"),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,6 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(Delta, version {summary.version})"
         )
         print(f"rejects:   {os.path.abspath(rejects) if '://' not in rejects else rejects}")
+        print(f"delta engine: {engine_name(spark, cfg.delta.engine)}")
         return 0
 
     return run_job(build_parser(), argv, job)

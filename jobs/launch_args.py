@@ -26,7 +26,16 @@ def spark_submit_options(conf: str | None, overrides: list[str]) -> list[str]:
     conf.setdefault("spark.ui.showConsoleProgress", "true" if sys.stderr.isatty() else "false")
     for key, value in conf.items():
         options += ["--conf", f"{key}={value}"]
-    return options
+    return options + delta_connector_options(cfg.delta.engine)
+
+
+def delta_connector_options(engine: str) -> list[str]:
+    """--jars (the installed Delta connector: spark-submit ships them to a cluster's driver and executors) and
+    Delta's extension and catalog, unless delta.engine is 'delta-rs'."""
+    from jobs.delta_connector_jars import installed, spark_submit_options, wants_connector
+
+    connector = installed() if wants_connector(engine) else None
+    return spark_submit_options(connector) if connector is not None else []
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,9 @@
 
     ./spark-submit.sh jobs/maintain.py --table PATH [--vacuum [--retention-hours N]] [--optimize] [--apply]
 
-Without --apply nothing is deleted: it lists what would go (a dry run, as Delta's VACUUM DRY RUN). It works on
-any Delta table the pipeline writes, through deltalake, with the same semantics as the Delta connector's
-VACUUM and OPTIMIZE; no Spark cluster is needed.
+Without --apply nothing is deleted: it lists what would go (a dry run, as Delta's VACUUM DRY RUN). On the Delta
+connector engine it runs the connector's own OPTIMIZE and VACUUM through Spark; on the delta-rs engine
+(``--set delta.engine=delta-rs``) it works through deltalake, with the same semantics, and needs no Spark.
 
 - dead writes: ``_elmo_lake_staging/`` folders of writes that died before their commit (untouched for
   delta.staging_max_age_hours) and the data files they had moved into the table; every write removes these too.
@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import dead_writes, remove_dead_writes, table_uri
+from jobs.delta_tables import dead_writes, remove_dead_writes, resolve_engine, table_uri
 from jobs.errors import InputError, TableNotFoundError
+from jobs.session import get_spark
 
 DEFAULT_RETENTION_HOURS = 168  # Delta's default delta.deletedFileRetentionDuration: interval 1 week
 
@@ -39,6 +40,7 @@ class MaintenanceReport:
     vacuum_files: list[str] = field(default_factory=list)
     retention_hours: int | None = None
     optimize: dict | None = None
+    engine: str = "delta-rs"  # what maintained it, in words
 
 
 def table_retention_hours(configuration: dict[str, str]) -> int:
@@ -59,7 +61,13 @@ def run(
     retention_hours: int | None = None,
     optimize: bool = False,
     apply: bool = False,
+    spark=None,
 ) -> MaintenanceReport:
+    """Maintain ``table``: through ``spark``'s Delta connector when the engine resolves to it, else deltalake."""
+    if spark is None and cfg.delta.engine != "delta-rs":
+        spark = get_spark(cfg)
+    if spark is not None and resolve_engine(spark, cfg.delta.engine) == "spark":
+        return _run_with_connector(spark, cfg, table, vacuum, retention_hours, optimize, apply)
     from deltalake import DeltaTable
 
     uri = table_uri(table)
@@ -75,16 +83,42 @@ def run(
         report.optimize = dt.optimize.compact()
         dt = DeltaTable(uri)
     if vacuum:
-        minimum = table_retention_hours(dt.metadata().configuration)
-        if retention_hours is not None and retention_hours < minimum:
-            raise InputError(
-                f"--retention-hours {retention_hours} is below the table's retention ({minimum} h, "
-                "delta.deletedFileRetentionDuration): readers of older versions and running writes could lose "
-                "files. Use at least that, or change the table's property first"
-            )
-        report.retention_hours = retention_hours if retention_hours is not None else minimum
+        report.retention_hours = _retention(dt.metadata().configuration, retention_hours)
         report.vacuum_files = dt.vacuum(retention_hours=report.retention_hours, dry_run=not apply)
     return report
+
+
+def _run_with_connector(
+    spark, cfg: Config, table: str, vacuum: bool, retention_hours: int | None, optimize: bool, apply: bool
+) -> MaintenanceReport:
+    """The connector's OPTIMIZE and VACUUM; the table is never opened through delta-rs."""
+    from jobs import delta_connector_engine as connector
+
+    if not connector.exists(spark, table):
+        raise TableNotFoundError(f"no Delta table at {table}")
+    report = MaintenanceReport(table, apply, engine="the Delta connector")
+    if optimize:
+        metrics = connector.optimize(spark, table)["metrics"]
+        report.optimize = {
+            "numFilesAdded": metrics["numFilesAdded"],
+            "numFilesRemoved": metrics["numFilesRemoved"],
+        }
+    if vacuum:
+        properties = dict(connector.detail(spark, table)["properties"] or {})
+        report.retention_hours = _retention(properties, retention_hours)
+        report.vacuum_files = connector.vacuum(spark, table, report.retention_hours, dry_run=not apply)
+    return report
+
+
+def _retention(configuration: dict[str, str], asked: int | None) -> int:
+    minimum = table_retention_hours(configuration)
+    if asked is not None and asked < minimum:
+        raise InputError(
+            f"--retention-hours {asked} is below the table's retention ({minimum} h, "
+            "delta.deletedFileRetentionDuration): readers of older versions and running writes could lose "
+            "files. Use at least that, or change the table's property first"
+        )
+    return asked if asked is not None else minimum
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in report.vacuum_files:
                 print(f"  vacuum: {name}")
         print(f"maintained: {args.table}")
+        print(f"delta engine: {report.engine}")
         return 0
 
     return run_job(build_parser(), argv, job)

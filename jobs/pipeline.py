@@ -31,7 +31,7 @@ from jobs.baseline import quality_lines
 from jobs.classifier import Classifier, arrow_matrix, arrow_vector
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import read_delta, table_version
+from jobs.delta_tables import engine_name, read_delta, snapshot_version
 from jobs.embed import embedding_set
 from jobs.paths import default_model, default_sample, default_score_sample, join, local_path, spark_path
 from jobs.report import write_report
@@ -69,10 +69,13 @@ class Stages:
         return result
 
 
-def train_signature(cfg: Config, tables: list[str], engine: str, embedding_set: list[str]) -> str:
+def train_signature(
+    spark: SparkSession, cfg: Config, tables: list[str], engine: str, embedding_set: list[str]
+) -> str:
     """What the classifier depends on: train settings, engine, input table versions and the embedding set."""
+    versions = [snapshot_version(spark, t, cfg.delta.engine) for t in tables]
     content = json.dumps(
-        [cfg.as_dict()["train"], engine, [table_version(t) for t in tables], embedding_set],
+        [cfg.as_dict()["train"], engine, versions, embedding_set],
         sort_keys=True,
         default=str,
     )
@@ -141,6 +144,7 @@ def run(
     state_file = files / "pipeline_state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     signature = train_signature(
+        spark,
         cfg,
         [t["train_embeddings"], t["train_documents"]],
         engine,
@@ -220,6 +224,7 @@ def run(
         report = {
             "classifier_id": classifier.classifier_id,
             "engine": classifier.engine,
+            "delta_engine": engine_name(spark, cfg.delta.engine),
             "model_id": classifier.model_id,
             "layer": classifier.layer,
             "pooling": classifier.pooling,
@@ -294,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line)
         print(f"predictions: {result['predictions_csv']}")
         print(f"report:      {result['report_html']} (figures in {result['report_json']})")
+        print(f"tables:      {args.out} (Delta, written by {engine_name(spark, cfg.delta.engine)})")
         print(
             f"next: open the report, or train on one set of your choice: ./spark-submit.sh jobs/pipeline.py --out "
             f"{args.out} --set train.select=false --set embed.layer=all --classifier spark"

@@ -24,7 +24,14 @@ from pyspark.sql import functions as F
 from jobs.classifier import Classifier
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import append_on_snapshot, read_delta, retry_once_on_conflict, rows_missing_from
+from jobs.delta_tables import (
+    append_on_snapshot,
+    commit_metadata,
+    engine_name,
+    read_delta,
+    retry_once_on_conflict,
+    rows_missing_from,
+)
 from jobs.embed import embedding_set
 from jobs.errors import InputError
 from jobs.paths import local_path
@@ -92,7 +99,13 @@ def _append_missing(
         added = predictions.count()
         if added or version is None:
             append_on_snapshot(
-                predictions, output, cfg, version, ["id", "classifier_id"], PREDICTIONS_DESCRIPTION
+                predictions,
+                output,
+                cfg,
+                version,
+                ["id", "classifier_id"],
+                PREDICTIONS_DESCRIPTION,
+                user_metadata=commit_metadata("predict", classifier_id=classifier_id),
             )
     finally:
         release(predictions)
@@ -140,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         spark = get_spark(cfg)
         run(spark, cfg, args.embeddings, args.classifier, args.output, args.csv)
         print(f"predictions: {args.output}" + (f" and {args.csv}" if args.csv else ""))
+        print(f"delta engine: {engine_name(spark, cfg.delta.engine)}")
         return 0
 
     return run_job(build_parser(), argv, job)

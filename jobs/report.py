@@ -177,7 +177,8 @@ code{{background:#f4f4f4;padding:1px 4px}}</style></head><body>
 <h1>elmo-lake report</h1>
 <p>Classifier <code>{html.escape(report.get("classifier_id", ""))}</code> ({html.escape(report.get("engine", ""))} engine) on ELMo
 embeddings <code>{html.escape(report.get("model_id", ""))}</code>, layer <code>{html.escape(report.get("layer", ""))}</code>,
-pooling <code>{html.escape(report.get("pooling", ""))}</code>.</p>
+pooling <code>{html.escape(report.get("pooling", ""))}</code>. Delta tables written by
+{html.escape(report.get("delta_engine", "?"))}.</p>
 <h2>Validation metrics</h2>
 <table><tr><th></th><th>ELMo + logistic regression</th><th>honest baseline: TF-IDF 1–2-grams + logistic regression</th></tr>{metric_rows}</table>
 {verdict}{baseline_about}{selection_table}

@@ -127,10 +127,28 @@ def _classic_session(cfg: Config) -> SparkSession:
     for key, value in cfg.spark.conf.items():
         if not conf.contains(key):
             conf.set(key, value)
+    if not os.environ.get("PYSPARK_GATEWAY_PORT"):
+        add_delta_connector(conf, cfg.delta.engine)  # spark-submit.sh gave spark-submit the same (--jars)
     spark = SparkSession.builder.config(conf=conf).getOrCreate()
     # classic only: the log level is the driver JVM's, which a Connect client does not own
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
     return spark
+
+
+def add_delta_connector(conf: SparkConf, engine: str) -> None:
+    """The installed Delta connector's jars, extension and catalog (as configure_spark_with_delta_pip sets them),
+    unless delta.engine is 'delta-rs' or the settings already name them."""
+    from jobs.delta_connector_jars import installed, session_settings, wants_connector
+
+    connector = installed() if wants_connector(engine) else None
+    if connector is None:
+        return
+    for key, value in session_settings(connector).items():
+        current = conf.get(key, None)
+        if not current:
+            conf.set(key, value)
+        elif value not in current.split(","):
+            conf.set(key, f"{current},{value}")
 
 
 def default_parallelism(spark: SparkSession) -> int:

@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import read_delta, write_delta
+from jobs.delta_tables import commit_metadata, engine_name, read_delta, resolve_engine, write_delta
 from jobs.errors import InputError
 from jobs.paths import local_path
 from jobs.session import default_parallelism, get_spark, ship_code
@@ -150,14 +150,16 @@ def top_k(
     )
 
 
-def local_set_files(cfg: Config, path: str, key: dict) -> list[str] | None:
-    """The data files of one set when the delta-rs engine reads a table on a local or mounted disk, else None."""
+def local_set_files(cfg: Config, path: str, key: dict, engine: str | None = None) -> list[str] | None:
+    """The data files of one set when the delta-rs engine reads a table on a local or mounted disk, else None
+    (the connector prunes files by its own statistics and partition values)."""
     from deltalake import DeltaTable
 
     from jobs.delta_tables import table_uri
 
     uri = table_uri(path)
-    if cfg.delta.engine == "spark" or "://" in uri or not DeltaTable.is_deltatable(uri):
+    engine = engine or cfg.delta.engine
+    if engine != "delta-rs" or "://" in uri or not DeltaTable.is_deltatable(uri):
         return None
     adds = DeltaTable(uri).get_add_actions(flatten=True)
     from urllib.parse import unquote
@@ -249,7 +251,12 @@ def write_results(
     spark: SparkSession, cfg: Config, result: DataFrame, output: str, csv_path: str | None
 ) -> int:
     written = write_delta(
-        result, output, mode="overwrite", engine=cfg.delta.engine, description=RESULTS_DESCRIPTION
+        result,
+        output,
+        mode="overwrite",
+        engine=cfg.delta.engine,
+        description=RESULTS_DESCRIPTION,
+        user_metadata=commit_metadata("similar"),
     )  # results of the newest query replace the last; a missing table is created
     if csv_path:  # the table as written, in query and rank order
         write_csv(read_delta(spark, output, cfg.delta.engine).orderBy("query_id", "rank", "id"), csv_path)
@@ -282,7 +289,7 @@ def run(
         return write_results(spark, cfg, result, output, csv_path)
     choice = {"model_id": None, "layer": None, "pooling": None, **(key_filter or {})}
     emb, key = select_embeddings(read_delta(spark, embeddings, cfg.delta.engine), **choice)
-    files = local_set_files(cfg, embeddings, key)
+    files = local_set_files(cfg, embeddings, key, resolve_engine(spark, cfg.delta.engine))
     if all_pairs_mode:
         if min_score is None:
             raise InputError("--all-pairs needs --min-score S (pairs at least that similar)")
@@ -364,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             csv_path=args.csv,
         )
         print(f"similar: {count} rows in {args.output}" + (f" and {args.csv}" if args.csv else ""))
+        print(f"delta engine: {engine_name(spark, cfg.delta.engine)}")
         return 0
 
     return run_job(build_parser(), argv, job)

@@ -24,7 +24,14 @@ from pyspark.sql import DataFrame, SparkSession
 
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import open_table_filesystem, read_delta, table_uri, write_delta
+from jobs.delta_tables import (
+    commit_metadata,
+    engine_name,
+    open_table_filesystem,
+    read_delta,
+    table_uri,
+    write_delta,
+)
 from jobs.errors import InputError
 from jobs.paths import local_path
 from jobs.session import get_spark
@@ -184,8 +191,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.csv:
             print(f"{write_csv(result, args.csv)} rows written to {args.csv}")
         elif args.output:
-            written = write_delta(result, args.output, mode="error", engine=cfg.delta.engine)
-            print(f"{written.num_records} rows written to {args.output} (Delta, version {written.version})")
+            written = write_delta(
+                result,
+                args.output,
+                mode="error",
+                engine=cfg.delta.engine,
+                user_metadata=commit_metadata("sql"),
+            )
+            print(
+                f"{written.num_records} rows written to {args.output} (Delta, version {written.version}, by "
+                f"{engine_name(spark, cfg.delta.engine)})"
+            )
         else:
             rows = result.limit(args.limit + 1).collect()
             print(render(result.columns, [tuple(r) for r in rows[: args.limit]]))

@@ -39,7 +39,7 @@ from jobs.classifier import (
 )
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import read_delta, write_delta
+from jobs.delta_tables import commit_metadata, engine_name, read_delta, write_delta
 from jobs.embed import embedding_set
 from jobs.errors import InputError
 from jobs.paths import join, spark_path
@@ -287,6 +287,9 @@ def record_run(
         mode="append",
         engine=cfg.delta.engine,
         description=RUNS_DESCRIPTION,
+        user_metadata=commit_metadata(
+            "train", classifier_id=classifier.classifier_id, model_id=classifier.model_id
+        ),
     )
 
 
@@ -377,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in quality_lines(classifier.metrics):
             print(line)
         print(f"classifier: {spark_path(args.output)} ({classifier.classifier_id})")
+        print(f"delta engine: {engine_name(spark, cfg.delta.engine)}")
         return 0
 
     return run_job(build_parser(), argv, job)

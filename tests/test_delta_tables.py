@@ -1,4 +1,5 @@
-"""Delta tables on plain Spark through delta-rs: real local Spark, real tables on disk, read back by deltalake."""
+"""The delta-rs engine: real local Spark, real tables on disk, read back by deltalake (the connector engine and the
+two engines on one table: tests/test_delta_connector.py)."""
 
 from __future__ import annotations
 
@@ -43,8 +44,11 @@ def data_files(path):
     )
 
 
-def test_without_the_connector_auto_means_delta_rs(spark):
-    assert resolve_engine(spark, "auto") == "delta-rs"
+def test_auto_means_the_connector_where_installed_else_delta_rs(spark):
+    from jobs.delta_connector_jars import installed
+
+    assert resolve_engine(spark, "auto") == ("spark" if installed() else "delta-rs")
+    assert resolve_engine(spark, "delta-rs") == "delta-rs"
 
 
 def test_round_trip_spark_writes_spark_and_deltalake_read_the_same(spark, tmp_path):

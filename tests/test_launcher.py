@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,25 @@ def test_ingest_clean_and_embed_on_a_standalone_cluster(standalone_cluster, tmp_
     from tests.elmo_fixture import fixture_dir
 
     lake = tmp_path / "lake"
-    cluster = ["--master", standalone_cluster, "--executor-memory", "1g"]
+    # The README's cluster command: an environment shipped with --archives ...#env, the executors' Python inside
+    # it, the driver's this machine's (the launcher sees to that in client mode). The archive here holds a
+    # launcher of this same environment, not a 3.8 GB venv-pack copy of it (minutes to pack and to unpack).
+    env_dir = tmp_path / "env-src"
+    (env_dir / "bin").mkdir(parents=True)
+    (env_dir / "bin" / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    (env_dir / "bin" / "python").chmod(0o755)
+    with tarfile.open(tmp_path / "elmo-env.tar.gz", "w:gz") as archive:
+        archive.add(env_dir / "bin", arcname="bin")
+    cluster = [
+        "--master",
+        standalone_cluster,
+        "--executor-memory",
+        "1g",
+        "--archives",
+        f"{tmp_path / 'elmo-env.tar.gz'}#env",
+        "--conf",
+        "spark.pyspark.python=./env/bin/python",
+    ]
     settings = [
         "--conf",
         "cluster",
@@ -109,3 +128,8 @@ def test_ingest_clean_and_embed_on_a_standalone_cluster(standalone_cluster, tmp_
     emb = DeltaTable(str(lake / "emb")).to_pyarrow_table().to_pylist()
     assert len(emb) == 43 and all(len(r["embedding"]) == 32 for r in emb)
     assert {r["model_id"] for r in emb} == {"elmo-39edd16cbf0d272f"}  # the model reached the executors whole
+    from jobs.delta_connector_jars import installed
+
+    if installed() is not None:  # the connector's jars reached the executors (--jars): Delta itself wrote
+        log = (lake / "emb" / "_delta_log" / "00000000000000000000.json").read_text()
+        assert "Delta-Lake/4.4" in log
