@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import functions as F
 
 from jobs.errors import CommitConflictError, SchemaMismatchError
 from jobs.paths import spark_path
@@ -116,6 +117,7 @@ def write(
 ) -> tuple[int, int, int]:
     """Create the table (one CTAS commit) or append to / overwrite it: (version, files, rows) written."""
     spark = df.sparkSession
+    df = plain_strings(df)
     if not exists:
         return _translate(path, lambda: _create_as_select(df, path, partition_by, description, metadata))
     writer = df.write.format("delta").mode(mode)
@@ -129,6 +131,7 @@ def merge_new_rows(df: DataFrame, path: str, keys: list[str], metadata: str | No
     """Insert the rows whose key the table lacks. MERGE reads the table, so a concurrent commit is a conflict
     (ConcurrentAppendException) instead of a duplicate."""
     spark = df.sparkSession
+    df = plain_strings(df)
     view = f"elmo_lake_new_rows_{uuid.uuid4().hex[:12]}"
     df.createOrReplaceTempView(view)  # a session-scoped temporary view: serverless allows these
     on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
@@ -139,6 +142,22 @@ def merge_new_rows(df: DataFrame, path: str, keys: list[str], metadata: str | No
     finally:
         spark.catalog.dropTempView(view)
     return _written(spark, path, "numTargetFilesAdded", "numTargetRowsInserted")
+
+
+def plain_strings(df: DataFrame) -> DataFrame:
+    """String columns as plain ``string``. Over Spark Connect, a UDF's or mapInArrow's declared string columns
+    come back with an explicit default collation, which Delta would store as "string collate UTF8_BINARY": a type
+    delta-rs (and older readers) cannot read. A cast to the type's DDL name drops it; metadata (comments) stays."""
+    columns = []
+    changed = False
+    for field in df.schema.fields:
+        ddl = field.dataType.simpleString()
+        if "string" in ddl:
+            columns.append(F.col(f"`{field.name}`").cast(ddl).alias(field.name, metadata=field.metadata))
+            changed = True
+        else:
+            columns.append(F.col(f"`{field.name}`"))
+    return df.select(*columns) if changed else df
 
 
 def _create_as_select(
