@@ -204,10 +204,13 @@ def write_delta(
     if exists and mode == "ignore":
         return WriteResult(path, None, 0, 0)
     _check_partition_columns(df, partition_by, path)
-    if exists:
-        existing = read_delta(spark, path, resolved).schema
+    if exists:  # the engines directly: whether the table exists is known already
+        on_connector = resolved == "spark"
+        existing = (connector.read(spark, path) if on_connector else delta_rs.read(spark, path)).schema
         check_schema(existing, df.schema, path)
-        table_partitions = partition_columns(spark, path, resolved)
+        table_partitions = (
+            connector.partition_columns(spark, path) if on_connector else delta_rs.partition_columns(path)
+        )
         if partition_by and table_partitions is not None and partition_by != table_partitions:
             raise SchemaMismatchError(
                 f"Delta table {path} is partitioned by {table_partitions}, not {partition_by}; write with the "
