@@ -123,10 +123,13 @@ def assert_no_orphans(table: Path, engine: str = "delta-rs") -> None:
     [("delta-rs", "delta-rs"), ("spark", "spark"), ("spark", "delta-rs")],
     ids=["delta-rs", "connector", "one-run-on-each-engine"],
 )
-def test_two_embed_runs_at_once_write_every_id_exactly_once(tmp_path, slow_engine, fast_engine):
+def test_two_embed_runs_at_once_write_every_id_exactly_once(spark, tmp_path, slow_engine, fast_engine):
     """The overlapping scheduled run: both read the same snapshot; the second to commit re-reads and adds nothing.
     On the connector the slow run pauses after reading the table, before its MERGE (whose own conflict
     detection and key match cover the moments after)."""
+    from jobs import embed
+    from jobs.config import load_config
+
     if "spark" in (slow_engine, fast_engine):
         needs_connector()
     clean, out = tmp_path / "clean", tmp_path / "emb"
@@ -144,17 +147,14 @@ def test_two_embed_runs_at_once_write_every_id_exactly_once(tmp_path, slow_engin
         slow.wait_for(
             "pausing"
         )  # it has read the table (delta-rs: and written its files); the other starts now
-        fast = Job(
-            embed_args(clean, out, "--set", "spark.master=local[1]", "--set", f"delta.engine={fast_engine}"),
-            tmp_path,
-        )
-        fast.finish()
+        # the other run: the tests' own session (another application, as a second scheduled run would be)
+        embed.run(spark, load_config("local", [f"delta.engine={fast_engine}"]), str(clean), str(out), MODEL)
         resume.touch()  # the other run has committed: the paused one goes on
         output = slow.finish()
         assert "another run committed to" in output and "nothing to embed" in output
         ids = ids_in(out)
         assert len(ids) == len(set(ids)) == (300 if round_ == 1 else 500)
-        assert "cuInit" not in output and "cuInit" not in fast.output  # CPU workers keep CUDA's probing quiet
+        assert "cuInit" not in output  # CPU workers keep CUDA's probing quiet
     assert_no_orphans(out, slow_engine if slow_engine == fast_engine else "spark")
 
 
@@ -182,21 +182,13 @@ def needs_connector() -> None:
         )
 
 
-def rerun_and_check(tmp_path: Path, clean: Path, out: Path, rows: int, engine: str = "delta-rs") -> None:
-    again = Job(
-        embed_args(
-            clean,
-            out,
-            "--set",
-            "spark.master=local[2]",
-            "--set",
-            "delta.staging_max_age_hours=0",
-            "--set",
-            f"delta.engine={engine}",
-        ),
-        tmp_path,
-    )
-    again.finish()
+def rerun_and_check(spark, clean: Path, out: Path, rows: int, engine: str = "delta-rs") -> None:
+    """The next run (in the tests' own session): it completes the table, and leaves no orphan behind."""
+    from jobs import embed
+    from jobs.config import load_config
+
+    cfg = load_config("local", ["delta.staging_max_age_hours=0", f"delta.engine={engine}"])
+    embed.run(spark, cfg, str(clean), str(out), MODEL)
     rows_out = DeltaTable(str(out)).to_pyarrow_table(columns=["id", "pooling"]).to_pylist()
     mean_ids = [r["id"] for r in rows_out if r["pooling"] == "mean"]
     assert len(mean_ids) == len(set(mean_ids)) == rows and sum(r["pooling"] == "max" for r in rows_out) == 20
@@ -215,7 +207,7 @@ def test_kill_9_of_the_whole_job_while_its_tasks_run(spark, tmp_path, engine):
     time.sleep(2)
     job.kill_all()
     assert DeltaTable(str(out)).version() == version and len(ids_in(out)) == 20  # readers see nothing partial
-    rerun_and_check(tmp_path, clean, out, 2000, engine)
+    rerun_and_check(spark, clean, out, 2000, engine)
 
 
 def test_kill_9_after_the_files_are_written_before_the_commit(spark, tmp_path):
@@ -232,7 +224,7 @@ def test_kill_9_after_the_files_are_written_before_the_commit(spark, tmp_path):
     assert (out / "_elmo_lake_staging").exists() and len(
         left
     ) > 1  # the dead write's files are there, uncommitted
-    rerun_and_check(tmp_path, clean, out, 300)  # the next write removes them: staging max age 0 for the test
+    rerun_and_check(spark, clean, out, 300)  # the next write removes them: staging max age 0 for the test
 
 
 def test_a_killed_python_worker_is_retried_by_spark(spark, tmp_path):
