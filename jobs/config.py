@@ -86,6 +86,13 @@ SCHEMA: dict[str, dict[str, Setting]] = {
             "character encoding of CSV and JSON inputs (utf-8, latin-1, us-ascii, utf-16, utf-16be, utf-16le, "
             "utf-32); with utf-8, rows with bytes that do not decode are rejected",
         ),
+        "max_quoted_lines": Setting(
+            50,
+            int,
+            "CSV: a quoted field spanning more lines than this is taken for an unterminated quote that swallowed "
+            "the records after it, and its record is rejected with what it absorbed (a quote left open at the "
+            "end of a file is always rejected)",
+        ),
     },
     "clean": {
         "remove_urls": Setting(True, bool, "remove http(s):// and www. links"),

@@ -56,7 +56,7 @@ class IngestSummary:
     def describe(self) -> str:
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.rejected.items())) or "none"
         return (
-            f"read {self.read} rows: added {self.added}, skipped {self.already_present} already in the table, "
+            f"read {self.read} records: added {self.added}, skipped {self.already_present} already in the table, "
             f"rejected {sum(self.rejected.values())} ({reasons})"
         )
 
@@ -93,7 +93,12 @@ def read_input(spark: SparkSession, path: str, fmt: str, cfg: Config) -> DataFra
             )
             raw = reader.csv(source)
         elif fmt == "json":
-            raw = spark.read.option("mode", "PERMISSIVE").option("encoding", encoding).json(source)
+            raw = (
+                spark.read.option("mode", "PERMISSIVE")
+                .option("columnNameOfCorruptRecord", CORRUPT)  # a line that is not JSON: kept whole, rejected
+                .option("encoding", encoding)
+                .json(source)
+            )
         else:
             raw = spark.read.parquet(source)
         raw.schema  # noqa: B018  (Spark Connect reads lazily: a missing input fails here, not later)
@@ -103,22 +108,39 @@ def read_input(spark: SparkSession, path: str, fmt: str, cfg: Config) -> DataFra
         raise InputError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from None
     if raw.limit(1).count() == 0:
         raise InputError(f"no rows in {path}")
+    if fmt == "json" and [c for c in raw.columns if c != CORRUPT] == []:
+        first = spark.read.text(source).first()[0]  # (Spark refuses a query of the corrupt column alone)
+        raise InputError(
+            f"no line of {path} is a JSON object (JSON Lines: one object per line); first: {first[:80]!r}"
+        )
     # Spark decodes UTF-8 leniently: bytes that are not UTF-8 become U+FFFD, silently. Find the files where that
-    # happened (a JVM check of the raw bytes, no Python), so their damaged rows are rejected, not ingested.
+    # happened, and the CSV files whose quotes do not pair up (a quote left open swallows every record after it
+    # into one field): one JVM pass over the raw bytes, no Python.
     undecodable: list[str] = []
-    if fmt in ("csv", "json") and encoding == "utf-8":
-        undecodable = [
-            r["path"]
-            for r in spark.read.format("binaryFile")
+    open_quote: list[str] = []
+    if fmt in ("csv", "json") and encoding in ("utf-8", "iso-8859-1", "us-ascii"):
+        content = (
+            "cast(content as string)"  # '"' is one byte in these encodings, never inside another character
+        )
+        quotes = f"length({content}) - length(replace({content}, '\"', ''))"
+        files = (
+            spark.read.format("binaryFile")
             .load(source)
-            .where(~F.expr("is_valid_utf8(cast(content as string))"))
-            .select("path")
+            .select(
+                "path",
+                F.expr(f"is_valid_utf8({content})").alias("valid"),
+                F.expr(f"({quotes}) % 2 = 1" if fmt == "csv" else "false").alias("odd_quotes"),
+            )
+            .where(~F.col("valid") | F.col("odd_quotes"))
             .collect()
-        ]
+        )
+        undecodable = [r["path"] for r in files if not r["valid"] and encoding == "utf-8"]
+        open_quote = [r["path"] for r in files if r["odd_quotes"]]
     return (
         raw.withColumn("source_file", F.col("_metadata.file_path"))
         .withColumn("_order", F.monotonically_increasing_id())
         .withColumn("_undecodable", F.col("source_file").isin(undecodable) if undecodable else F.lit(False))
+        .withColumn("_open_quote", F.col("source_file").isin(open_quote) if open_quote else F.lit(False))
     )
 
 
@@ -152,7 +174,9 @@ def spark_charset(name: str) -> str:
     return SPARK_CHARSETS[python_name]
 
 
-INTERNAL_COLUMNS = ("source_file", "_order", "_undecodable")  # added by read_input, never the input's own
+CORRUPT = "_corrupt_record"  # a JSON line that did not parse, whole (Spark's PERMISSIVE mode)
+# added by read_input, never the input's own
+INTERNAL_COLUMNS = ("source_file", "_order", "_undecodable", "_open_quote", CORRUPT)
 
 
 def pick_text_column(columns: list[str], configured: str) -> str:
@@ -165,25 +189,51 @@ def pick_text_column(columns: list[str], configured: str) -> str:
 
 
 def validate_documents(
-    raw: DataFrame, id_column: str, text_column: str, label_column: str | None, ingested_at: dt.datetime
+    raw: DataFrame,
+    id_column: str,
+    text_column: str,
+    label_column: str | None,
+    ingested_at: dt.datetime,
+    max_quoted_lines: int = 50,
 ) -> DataFrame:
-    """Every input row with ``reason`` null (a document) or saying why it is rejected. No I/O."""
+    """Every input row with ``reason`` null (a document) or saying why it is rejected. No I/O.
+
+    A CSV file whose quotes do not pair up has its last record rejected: the open quote took the rest of the
+    file into one field ("unterminated quote opened at record N, K lines absorbed"); so has any record with a
+    field over ``max_quoted_lines`` lines. A JSON line that did not parse is rejected as "malformed JSON", its
+    raw text kept as the reject's text."""
     data_columns = [c for c in raw.columns if c not in INTERNAL_COLUMNS]
     for name, setting in ((id_column, "ingest.id_column"), (text_column, "ingest.text_column")):
         if name not in data_columns:
             raise InputError(f"input has no column {name!r} (columns: {data_columns}); set {setting}")
     has_label = label_column is not None and label_column in data_columns
     label_raw = F.trim(F.col(label_column).cast("string")) if has_label else F.lit(None).cast("string")
+    internal = lambda c: F.col(c) if c in raw.columns else F.lit(False)  # noqa: E731
+    corrupt = F.col(CORRUPT) if CORRUPT in raw.columns else F.lit(None).cast("string")
     rows = raw.select(
         F.trim(F.col(id_column).cast("string")).alias("id"),
-        F.col(text_column).cast("string").alias("text"),
+        F.coalesce(corrupt, F.col(text_column).cast("string")).alias("text"),
         label_raw.alias("label_raw"),
         "source_file",
         "_order",
-        (F.col("_undecodable") if "_undecodable" in raw.columns else F.lit(False)).alias("_undecodable"),
+        internal("_undecodable").alias("_undecodable"),
+        internal("_open_quote").alias("_open_quote"),
+        corrupt.isNotNull().alias("_malformed"),
     )
-    record = F.row_number().over(Window.partitionBy("source_file").orderBy("_order"))
-    rows = rows.withColumn("record", record)
+    in_file = Window.partitionBy("source_file")
+    rows = rows.withColumn("record", F.row_number().over(in_file.orderBy("_order"))).withColumn(
+        "_last", F.col("record") == F.count(F.lit(1)).over(in_file)
+    )
+    # lines a record's fields took in (its trailing line ends aside): more than one line per field is a quote
+    fields = F.concat_ws(" ", *(F.regexp_replace(c, "[\r\n]+$", "") for c in ("id", "text", "label_raw")))
+    absorbed = F.length(fields) - F.length(F.regexp_replace(fields, "\n", ""))
+    unterminated = F.concat(
+        F.lit("unterminated quote opened at record "),
+        F.col("record").cast("string"),
+        F.lit(", "),
+        absorbed.cast("string"),
+        F.lit(" lines absorbed"),
+    )
     blank = lambda c: F.col(c).isNull() | (F.trim(F.col(c)) == "")  # noqa: E731
     replaced = "\ufffd"  # what the reader put where bytes did not decode
     damaged = F.col("_undecodable") & (
@@ -192,7 +242,13 @@ def validate_documents(
         | F.coalesce(F.col("label_raw").contains(replaced), F.lit(False))
     )
     row_reason = (
-        F.when(damaged, F.lit("not valid utf-8 (set ingest.encoding)"))
+        F.when(F.col("_malformed"), F.lit("malformed JSON"))
+        .when(F.col("_open_quote") & F.col("_last") & (absorbed > 0), unterminated)
+        .when(
+            absorbed > max_quoted_lines,
+            F.concat(unterminated, F.lit(f" (a field over ingest.max_quoted_lines = {max_quoted_lines})")),
+        )
+        .when(damaged, F.lit("not valid utf-8 (set ingest.encoding)"))
         .when(blank("id"), F.lit("missing id"))
         .when(blank("text"), F.lit("missing text"))
         .when(F.lit(has_label) & F.col("label_raw").isNull(), F.lit("missing label"))
@@ -243,7 +299,11 @@ def run(
         [c for c in raw.columns if c not in INTERNAL_COLUMNS], cfg.ingest.text_column
     )
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    checked = reuse(validate_documents(raw, cfg.ingest.id_column, text_column, cfg.ingest.label_column, now))
+    checked = reuse(
+        validate_documents(
+            raw, cfg.ingest.id_column, text_column, cfg.ingest.label_column, now, cfg.ingest.max_quoted_lines
+        )
+    )
     try:
         counts = checked.groupBy("reason").count().collect()
         summary.read = sum(r["count"] for r in counts)
@@ -277,7 +337,7 @@ def _append_new_documents(
     try:
         summary.added = new_docs.count()
         summary.already_present = valid - summary.added
-        log("ingest", f"{summary.read} rows read from {source}; writing {summary.added} new documents")
+        log("ingest", f"{summary.read} records read from {source}; writing {summary.added} new documents")
         summary.version = version
         if summary.added or version is None:
             summary.version = append_on_snapshot(

@@ -162,3 +162,40 @@ def test_empty_inputs_and_missing_columns_name_only_the_inputs_own(spark, local_
 
     with pytest.raises(ConfigError, match="ingest.encoding: 'klingon' is not an encoding"):
         run(spark, load_config("local", ["ingest.encoding=klingon"]), str(tmp_path / "cols.csv"), "t", "r")
+
+
+def test_an_open_quote_and_a_broken_json_line_are_rejected_as_what_they_are(spark, local_cfg, tmp_path):
+    from jobs.config import load_config
+
+    def ingest(name: str, content: str, cfg=local_cfg):
+        (tmp_path / name).write_text(content, encoding="utf-8")
+        return run(spark, cfg, str(tmp_path / name), str(tmp_path / f"{name}-t"), str(tmp_path / f"{name}-r"))
+
+    # a quote left open swallows the records after it: the record that opened it is rejected, saying so
+    opened = ingest(
+        "open.csv", 'id,label,tweet\n1,0,"fine"\n2,1,"unterminated quote\n3,0,after it\n4,1,last\n'
+    )
+    reason = "unterminated quote opened at record 2, 2 lines absorbed"
+    assert (opened.read, opened.added, opened.rejected) == (2, 1, {reason: 1})
+    assert (
+        f"read 2 records: added 1, skipped 0 already in the table, rejected 1 (1 {reason})" == opened.describe()
+    )
+    # a quoted field over ingest.max_quoted_lines, mid-file; a lone quote inside an unquoted field is only text
+    few_lines = load_config("local", ["delta.engine=delta-rs", "ingest.max_quoted_lines=2"])
+    long = ingest(
+        "long.csv", 'id,label,tweet\n1,0,"a\nb\nc\nd"\n2,1,"two\nlines"\n3,0,my 5" screen\n', few_lines
+    )
+    assert long.added == 2 and long.rejected == {
+        "unterminated quote opened at record 1, 3 lines absorbed (a field over ingest.max_quoted_lines = 2)": 1
+    }
+    assert documents(str(tmp_path / "long.csv-t"))["3"]["text"] == 'my 5" screen'
+    # a JSON line that does not parse is "malformed JSON", its record number and raw text kept
+    lines = '{"id": "a", "text": "fine", "label": 1}\n{"id": "b", "text": broken\n{"id": "c", "text": "ok", "label": 0}\n'
+    broken = ingest("docs.jsonl", lines)
+    assert broken.added == 2 and broken.rejected == {"malformed JSON": 1}
+    rejected = DeltaTable(str(tmp_path / "docs.jsonl-r")).to_pyarrow_table().to_pylist()
+    assert [(r["record"], r["reason"], r["text"]) for r in rejected] == [
+        (2, "malformed JSON", '{"id": "b", "text": broken')
+    ]
+    with pytest.raises(InputError, match="no line of .*nothing.json is a JSON object .*first: 'not json'"):
+        ingest("nothing.json", "not json\nnor this\n")
