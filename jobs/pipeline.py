@@ -299,7 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(line)
         print(f"predictions: {result['predictions_csv']}")
         print(f"report:      {result['report_html']} (figures in {result['report_json']})")
-        print(f"tables:      {args.out} (Delta, written by {engine_name(spark, cfg.delta.engine)})")
+        print(
+            f"tables:      {spark_path(args.out)} (Delta, written by {engine_name(spark, cfg.delta.engine)})"
+        )
         print(
             f"next: open the report, or train on one set of your choice: ./spark-submit.sh jobs/pipeline.py --out "
             f"{args.out} --set train.select=false --set embed.layer=all --classifier spark"
