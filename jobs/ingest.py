@@ -232,7 +232,7 @@ def validate_documents(
         F.col("record").cast("string"),
         F.lit(", "),
         absorbed.cast("string"),
-        F.lit(" lines absorbed"),
+        F.when(absorbed == 1, F.lit(" line absorbed")).otherwise(F.lit(" lines absorbed")),
     )
     blank = lambda c: F.col(c).isNull() | (F.trim(F.col(c)) == "")  # noqa: E731
     replaced = "\ufffd"  # what the reader put where bytes did not decode
