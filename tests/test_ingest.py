@@ -178,7 +178,8 @@ def test_an_open_quote_and_a_broken_json_line_are_rejected_as_what_they_are(spar
     reason = "unterminated quote opened at record 2, 2 lines absorbed"
     assert (opened.read, opened.added, opened.rejected) == (2, 1, {reason: 1})
     assert (
-        f"read 2 records: added 1, skipped 0 already in the table, rejected 1 (1 {reason})" == opened.describe()
+        f"read 2 records: added 1, skipped 0 already in the table, rejected 1 (1 {reason})"
+        == opened.describe()
     )
     # a quoted field over ingest.max_quoted_lines, mid-file; a lone quote inside an unquoted field is only text
     few_lines = load_config("local", ["delta.engine=delta-rs", "ingest.max_quoted_lines=2"])
