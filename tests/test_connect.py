@@ -97,8 +97,17 @@ def runs(spark, server, tmp_path_factory):
     from jobs.session import default_parallelism, is_connect, reuse
 
     root = tmp_path_factory.mktemp("runs")
-    # a small baseline grid: the Spark engine's baseline fits (grid x folds + 1) models, each a few seconds here
-    cfg = load_config("local", ["delta.engine=auto", "train.tfidf_grid=[0.001, 0.1]", "train.folds=2"])
+    # small grids: the Spark engine fits (grid x folds + 1) models for the selection and for the baseline, each a
+    # few seconds here (seconds more over Connect); two values each still make each a choice
+    cfg = load_config(
+        "local",
+        [
+            "delta.engine=auto",
+            "train.tfidf_grid=[0.001, 0.1]",
+            "train.select_grid=[0.01, 0.1]",
+            "train.folds=2",
+        ],
+    )
     classic = stages(spark, cfg, root / "classic")
     with connect_session(server) as remote:
         facts = {
