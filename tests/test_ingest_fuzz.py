@@ -1,7 +1,7 @@
-"""Ingest under seeded random input: records whose fields hold quotes, separators, line breaks, NULs, emoji, huge
-and empty values, bytes that are not UTF-8, blank lines, and files cut inside a quoted field. Whatever comes,
-no traceback: every record Python's csv module reads is a document or a reject, the counts add up, and running
-again adds nothing."""
+"""Ingest, clean and embed under seeded random input: records whose fields hold quotes, separators, line breaks,
+NULs, emoji, huge and empty values, bytes that are not UTF-8, blank lines, and files cut inside a quoted field.
+Whatever comes, no traceback: every record Python's csv module reads is a document or a reject, the counts add
+up, every document is cleaned and embedded once, and running again adds nothing."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import random
 from deltalake import DeltaTable
 
 from jobs.ingest import run
+from tests.conftest import ROOT
 
 PIECES = ['"', ",", "\n", "\r\n", "\x00", " ", "é", "📱", "'", ";", "\\", '""', "\t", "x" * 20_000, "word"]
 
@@ -78,3 +79,15 @@ def test_random_records_are_each_a_document_or_a_reject(spark, local_cfg, tmp_pa
         assert again.added == 0 and DeltaTable(table).to_pyarrow_table().num_rows == len(docs)
         assert DeltaTable(rejects).to_pyarrow_table().num_rows == len(rejected)  # each reject recorded once
     assert summary.rejected == {"unterminated quote opened at record 2, 1 line absorbed": 1}
+
+    # the random documents through clean and embed (the project's model): each once, and once only
+    from jobs import clean, embed
+
+    docs, model = str(tmp_path / "in-docs"), str(ROOT / "models" / "elmo-tweets-small")
+    ids = {d["id"] for d in DeltaTable(docs).to_pyarrow_table(columns=["id"]).to_pylist()}
+    for _ in range(2):
+        clean.run(spark, local_cfg, docs, str(tmp_path / "clean"))
+        embed.run(spark, local_cfg, str(tmp_path / "clean"), str(tmp_path / "emb"), model)
+        for table in ("clean", "emb"):
+            got = DeltaTable(str(tmp_path / table)).to_pyarrow_table(columns=["id"]).column("id").to_pylist()
+            assert sorted(got) == sorted(ids)
