@@ -151,7 +151,6 @@ def restore(token: str) -> str:
 
 
 PIECE_CHARS = 100_000  # spaCy's pieces of a long text: well under its max_length, and memory stays small
-WHITESPACE = re.compile(r"\s")
 
 
 def pieces_of(text: str, limit: int) -> list[str]:
@@ -159,9 +158,8 @@ def pieces_of(text: str, limit: int) -> list[str]:
     token is cut; only a single run of more than ``limit`` characters without whitespace is cut inside)."""
     pieces, start = [], 0
     while len(text) - start > limit:
-        window = text[start : start + limit + 1]
-        last = next((m.start() for m in reversed(list(WHITESPACE.finditer(window)))), 0)
-        cut = start + last if last > 0 else start + limit
+        end = start + limit  # the last whitespace at or before it, scanning back from the limit
+        cut = next((i for i in range(end, start, -1) if text[i].isspace()), end)
         pieces.append(text[start:cut])
         start = cut
     pieces.append(text[start:])
