@@ -119,17 +119,17 @@ def read_input(spark: SparkSession, path: str, fmt: str, cfg: Config) -> DataFra
     undecodable: list[str] = []
     open_quote: list[str] = []
     if fmt in ("csv", "json") and encoding in ("utf-8", "iso-8859-1", "us-ascii"):
-        content = (
-            "cast(content as string)"  # '"' is one byte in these encodings, never inside another character
-        )
-        quotes = f"length({content}) - length(replace({content}, '\"', ''))"
+        # each file decoded once ('"' is one byte in these encodings, never inside another character)
+        text = F.col("text")
+        quotes = F.length(text) - F.length(F.replace(text, F.lit('"'), F.lit("")))
         files = (
             spark.read.format("binaryFile")
             .load(source)
+            .select("path", F.col("content").cast("string").alias("text"))
             .select(
                 "path",
-                F.expr(f"is_valid_utf8({content})").alias("valid"),
-                F.expr(f"({quotes}) % 2 = 1" if fmt == "csv" else "false").alias("odd_quotes"),
+                F.expr("is_valid_utf8(text)").alias("valid"),
+                (quotes % 2 == 1 if fmt == "csv" else F.lit(False)).alias("odd_quotes"),
             )
             .where(~F.col("valid") | F.col("odd_quotes"))
             .collect()
