@@ -50,6 +50,10 @@ def run_job(
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.conf, args.set)
+        from jobs.session import want_catalog
+        from jobs.table_names import names_in
+
+        want_catalog(names_in(args))
         return int(run(args, cfg) or 0)
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)

@@ -70,6 +70,26 @@ SCHEMA: dict[str, dict[str, Setting]] = {
             "commit; the next write (and jobs/maintain.py) removes it and the files it left",
         ),
     },
+    "catalog": {
+        "metastore": Setting(
+            "session",
+            str,
+            "where table names (schema.table, catalog.schema.table) are kept: 'session' (the catalog the session "
+            "already has: Unity Catalog on Databricks, a cluster's Hive metastore) or 'local' (elmo-lake's own Hive "
+            "metastore, a Derby network server on 127.0.0.1 that every job and the SQL endpoint share; "
+            "python -m jobs.metastore)",
+            ("session", "local"),
+        ),
+        "port": Setting(
+            1527, int, "local metastore: the Derby network server's port on 127.0.0.1", minimum=1
+        ),
+        "home": Setting(
+            "build/metastore",
+            str,
+            "local metastore: the folder of its database and of managed tables' warehouse (relative to the "
+            "checkout)",
+        ),
+    },
     "ingest": {
         "format": Setting(
             "auto", str, "input format; 'auto' goes by the file extension", ("auto", "csv", "parquet", "json")

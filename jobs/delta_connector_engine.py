@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 
 from jobs.errors import CommitConflictError, SchemaMismatchError
 from jobs.paths import spark_path
+from jobs.table_names import ensure_schema, is_table_name, quoted, schema_of
 
 Result = TypeVar("Result")
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
@@ -43,11 +44,15 @@ _CONFLICT = ("Concurrent", "DELTA_CONCURRENT", "DELTA_TABLE_ALREADY_EXISTS", "TA
 
 
 def identifier(path: str) -> str:
-    """The SQL name of the table at ``path``: delta.`path`."""
+    """The SQL name of the table: delta.`path` for a path, `schema`.`table` for a catalog name."""
+    if is_table_name(path):
+        return quoted(path)
     return "delta.`" + spark_path(path).replace("`", "``") + "`"
 
 
 def exists(spark: SparkSession, path: str) -> bool:
+    if is_table_name(path):
+        return spark.catalog.tableExists(path)
     try:
         spark.read.format("delta").load(spark_path(path)).schema  # noqa: B018  (analysis on schema access)
     except Exception as exc:
@@ -58,6 +63,10 @@ def exists(spark: SparkSession, path: str) -> bool:
 
 
 def read(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+    if is_table_name(path):
+        if version is None:
+            return spark.read.table(path)
+        return spark.sql(f"SELECT * FROM {quoted(path)} VERSION AS OF {int(version)}")
     reader = spark.read.format("delta")
     if version is not None:
         reader = reader.option("versionAsOf", version)
@@ -120,6 +129,11 @@ def write(
     df = plain_strings(df)
     if not exists:
         return _translate(path, lambda: _create_as_select(df, path, partition_by, description, metadata))
+    if is_table_name(path):  # INSERT INTO/OVERWRITE by the table's column order: the table keeps its metadata
+        ordered = df.select(*[f"`{c}`" for c in spark.read.table(path).columns])
+        with user_metadata(spark, metadata):
+            _translate(path, lambda: ordered.write.insertInto(path, overwrite=mode == "overwrite"))
+        return _written(spark, path, "numFiles", "numOutputRows")
     writer = df.write.format("delta").mode(mode)
     if metadata:
         writer = writer.option("userMetadata", metadata)
@@ -171,6 +185,8 @@ def _create_as_select(
         clauses += " PARTITIONED BY (" + ", ".join(f"`{c}`" for c in partition_by) + ")"
     if description:
         clauses += " COMMENT '" + description.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if is_table_name(path):  # a new name: a managed table of its schema, which is created if need be
+        ensure_schema(spark, schema_of(path))
     try:
         with user_metadata(spark, metadata):
             spark.sql(f"CREATE TABLE {identifier(path)} USING delta{clauses} AS SELECT * FROM {view}")

@@ -43,6 +43,7 @@ from jobs.errors import (
     TableExistsError,
     TableNotFoundError,
 )
+from jobs.table_names import is_table_name, refuse_on_delta_rs
 
 Engine = Literal["delta-rs", "spark"]
 Result = TypeVar("Result")
@@ -124,6 +125,8 @@ def has_delta_connector(spark: SparkSession) -> bool:
 def table_exists(spark: SparkSession, path: str, engine: str = "auto") -> bool:
     if resolve_engine(spark, engine) == "spark":
         return connector.exists(spark, path)
+    if is_table_name(path):
+        refuse_on_delta_rs(path)
     return delta_rs.exists(path)
 
 
@@ -139,8 +142,12 @@ def read_delta(spark: SparkSession, path: str, engine: str = "auto", version: in
     """
     if resolve_engine(spark, engine) == "spark":
         if not connector.exists(spark, path):
-            raise TableNotFoundError(f"no Delta table at {path}")
+            raise TableNotFoundError(
+                f"no table named {path}" if is_table_name(path) else f"no Delta table at {path}"
+            )
         return connector.read(spark, path, version)
+    if is_table_name(path):
+        refuse_on_delta_rs(path)
     return delta_rs.read(spark, path, version)
 
 

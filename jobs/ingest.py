@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from jobs.delta_tables import (
 from jobs.errors import ConfigError, InputError
 from jobs.paths import default_sample, spark_path
 from jobs.session import get_spark, release, reuse
+from jobs.table_names import shown
 
 DOCUMENTS_DESCRIPTION = (
     "elmo-lake documents: id (string, unique), text (as ingested), label (0/1, null when unlabelled), "
@@ -399,11 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         spark = get_spark(cfg)
         summary = run(spark, cfg, input_path, args.table, rejects, args.format or cfg.ingest.format)
         log("ingest", summary.describe())
-        print(
-            f"documents: {os.path.abspath(args.table) if '://' not in args.table else args.table} "
-            f"(Delta, version {summary.version})"
-        )
-        print(f"rejects:   {os.path.abspath(rejects) if '://' not in rejects else rejects}")
+        print(f"documents: {shown(args.table)} (Delta, version {summary.version})")
+        print(f"rejects:   {shown(rejects)}")
         print(f"delta engine: {engine_name(spark, cfg.delta.engine)}")
         return 0
 

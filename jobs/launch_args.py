@@ -26,7 +26,14 @@ def spark_submit_options(conf: str | None, overrides: list[str]) -> list[str]:
     conf.setdefault("spark.ui.showConsoleProgress", "true" if sys.stderr.isatty() else "false")
     for key, value in conf.items():
         options += ["--conf", f"{key}={value}"]
-    return options + delta_connector_options(cfg.delta.engine)
+    return options + delta_connector_options(cfg.delta.engine) + metastore_options(cfg)
+
+
+def metastore_options(cfg) -> list[str]:
+    """The local metastore's client jar on the driver's class path (jobs/metastore.py), where it is configured."""
+    from jobs.metastore import launch_options
+
+    return launch_options(cfg)
 
 
 def delta_connector_options(engine: str) -> list[str]:

@@ -31,11 +31,12 @@ from jobs.baseline import quality_lines
 from jobs.classifier import Classifier, arrow_matrix, arrow_vector
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
-from jobs.delta_tables import engine_name, read_delta, snapshot_version
+from jobs.delta_tables import engine_name, read_delta, resolve_engine, snapshot_version, table_exists
 from jobs.embed import embedding_set
 from jobs.paths import default_model, default_sample, default_score_sample, join, local_path, spark_path
 from jobs.report import write_report
 from jobs.session import get_spark
+from jobs.table_names import check_schema_name, refuse_on_delta_rs, register
 
 
 def sample_inputs() -> tuple[str, str]:
@@ -45,9 +46,9 @@ def sample_inputs() -> tuple[str, str]:
 class Stages:
     """Times and row counts per stage, for the progress lines and the report."""
 
-    def __init__(self):
+    def __init__(self, total: int = 6):
         self.info: dict[str, dict] = {}
-        self.total = 6
+        self.total = total
 
     def run(self, name: str, action, rows=None, note=None):
         number = len(self.info) + 1
@@ -82,8 +83,31 @@ def train_signature(
     return hashlib.sha256(content.encode()).hexdigest()[:16]
 
 
+def register_tables(spark: SparkSession, cfg: Config, schema: str, tables: dict[str, str]) -> list[str]:
+    """``--schema``: each Delta table the pipeline wrote, registered as SCHEMA.<folder name> (an external table
+    over DIR/<folder>: descriptions and column comments come from the table itself). Returns the names."""
+    if resolve_engine(spark, cfg.delta.engine) != "spark":
+        refuse_on_delta_rs(f"{schema}.train_embeddings")
+    names = []
+    folders = [n for n in tables if n != "classifier"]
+    folders += [f"{n}_rejects" for n in ("train_documents", "score_documents")]
+    for folder in folders:
+        path = tables.get(folder) or join(tables["train_documents"].rsplit("/", 1)[0], folder)
+        if table_exists(spark, path, cfg.delta.engine):
+            register(spark, f"{schema}.{folder}", path)
+            names.append(f"{schema}.{folder}")
+    return names
+
+
 def run(
-    spark: SparkSession, cfg: Config, train_csv: str, score_csv: str, out: str, model: str, engine: str
+    spark: SparkSession,
+    cfg: Config,
+    train_csv: str,
+    score_csv: str,
+    out: str,
+    model: str,
+    engine: str,
+    schema: str | None = None,
 ) -> dict:
     root = spark_path(out)  # the tables: what Spark sees (dbfs:/..., /Volumes/..., s3://..., a local folder)
     files = Path(local_path(root))  # predictions.csv, the report, the state: written by this process
@@ -101,7 +125,7 @@ def run(
             "predictions",
         )
     }
-    stages = Stages()
+    stages = Stages(7 if schema else 6)
     start = time.perf_counter()
     stages.run(
         "ingest",
@@ -248,7 +272,17 @@ def run(
         )
 
     json_path, html_path = stages.run("report", make_report)
+    registered = (
+        stages.run(
+            "register",
+            lambda: register_tables(spark, cfg, schema, t),
+            note=lambda names: f"{len(names)} tables in schema {schema}: {', '.join(names)}",
+        )
+        if schema
+        else []
+    )
     return {
+        "registered": registered,
         "classifier": classifier,
         "report_json": json_path,
         "report_html": html_path,
@@ -268,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", default="out/sample", help="output folder (default: %(default)s)")
     parser.add_argument(
+        "--schema",
+        default=None,
+        help="also register each table under this schema by its folder name (lake -> lake.train_embeddings; "
+        "catalog.schema on Unity Catalog), for SQL clients and jobs/serve_sql.py",
+    )
+    parser.add_argument(
         "--model",
         default=None,
         help="ELMo model spec: native folder, TF Hub module folder, file:// URL, TF Hub handle, hdfs:// / dbfs: "
@@ -285,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     def job(args: argparse.Namespace, cfg: Config) -> int:
         train_csv, score_csv = sample_inputs()
+        if args.schema:
+            check_schema_name(args.schema)
         spark = get_spark(cfg)
         result = run(
             spark,
@@ -294,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out,
             args.model or cfg.embed.model or default_model(),
             args.classifier or cfg.train.engine,
+            args.schema,
         )
         for line in quality_lines(result["classifier"].metrics):
             print(line)
@@ -301,6 +344,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"report:      {result['report_html']} (figures in {result['report_json']})")
         print(
             f"tables:      {spark_path(args.out)} (Delta, written by {engine_name(spark, cfg.delta.engine)})"
+            + (
+                f"; registered in schema {args.schema} ({len(result['registered'])} tables)"
+                if args.schema
+                else ""
+            )
         )
         print(
             f"next: open the report, or train on one set of your choice: ./spark-submit.sh jobs/pipeline.py --out "

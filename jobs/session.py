@@ -27,6 +27,14 @@ _CONNECT_SETTABLE = ("spark.sql.",)
 _shipped: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # session -> names of what it was given
 _parallelism: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _cache_reused: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_catalog_wanted = False  # a job was given table names: its new classic session needs a persistent catalog
+
+
+def want_catalog(names: list[str]) -> None:
+    """A job's table names (``jobs.table_names.names_in``): the session it builds keeps names in the configured
+    catalog (``catalog.metastore``). Jobs given only paths never touch a metastore."""
+    global _catalog_wanted
+    _catalog_wanted = _catalog_wanted or bool(names)
 
 
 def connect_url(cfg: Config | None = None) -> str | None:
@@ -129,6 +137,8 @@ def _classic_session(cfg: Config) -> SparkSession:
             conf.set(key, value)
     if not os.environ.get("PYSPARK_GATEWAY_PORT"):
         add_delta_connector(conf, cfg.delta.engine)  # spark-submit.sh gave spark-submit the same (--jars)
+    if _catalog_wanted and cfg.catalog.metastore == "local":
+        add_local_metastore(conf, cfg)
     spark = SparkSession.builder.config(conf=conf).getOrCreate()
     # classic only: the log level is the driver JVM's, which a Connect client does not own
     spark.sparkContext.setLogLevel(cfg.spark.log_level)
@@ -149,6 +159,19 @@ def add_delta_connector(conf: SparkConf, engine: str) -> None:
             conf.set(key, value)
         elif value not in current.split(","):
             conf.set(key, f"{current},{value}")
+
+
+def add_local_metastore(conf: SparkConf, cfg: Config) -> None:
+    """Keep table names in elmo-lake's local metastore (jobs/metastore.py), starting its server if need be."""
+    from jobs.metastore import ensure_running, session_settings
+
+    settings = session_settings(cfg)
+    ensure_running(cfg)
+    for key, value in settings.items():
+        if key == "spark.driver.extraClassPath" and os.environ.get("PYSPARK_GATEWAY_PORT"):
+            continue  # the JVM is running: spark-submit.sh gave it this (jobs/launch_args.py)
+        if not conf.contains(key):
+            conf.set(key, value)
 
 
 def default_parallelism(spark: SparkSession) -> int:

@@ -37,6 +37,8 @@ from jobs.paths import local_path
 from jobs.session import get_spark
 
 # SQL-language functions: the same text works in Databricks SQL (CREATE FUNCTION ... RETURN, see README).
+# {schema} is where the function's own calls of the others resolve: "" for temporary functions, "lake." for
+# persistent ones (jobs/serve_sql.py), whose bodies must not depend on a client's current schema.
 VECTOR_FUNCTIONS = {
     "dot_product": (
         "a ARRAY<FLOAT>, b ARRAY<FLOAT>",
@@ -48,15 +50,29 @@ VECTOR_FUNCTIONS = {
     ),
     "cosine_similarity": (
         "a ARRAY<FLOAT>, b ARRAY<FLOAT>",
-        "dot_product(a, b) / nullif(l2_norm(a) * l2_norm(b), 0)",
+        "{schema}dot_product(a, b) / nullif({schema}l2_norm(a) * {schema}l2_norm(b), 0)",
     ),
 }
 
 
-def register_vector_functions(spark: SparkSession) -> None:
-    """cosine_similarity, dot_product and l2_norm as temporary SQL functions of this session (classic or Connect)."""
+def register_vector_functions(spark: SparkSession, schema: str | None = None) -> None:
+    """cosine_similarity, dot_product and l2_norm: temporary SQL functions of this session (classic or Connect),
+    or, given a ``schema``, persistent functions of that schema in the catalog, which every session of every
+    client sees (the SQL endpoint's)."""
+    from jobs.table_names import quoted
+
     for name, (params, body) in VECTOR_FUNCTIONS.items():
-        spark.sql(f"CREATE OR REPLACE TEMPORARY FUNCTION {name}({params}) RETURNS DOUBLE RETURN {body}")
+        if schema is None:
+            spark.sql(
+                f"CREATE OR REPLACE TEMPORARY FUNCTION {name}({params}) RETURNS DOUBLE "
+                f"RETURN {body.format(schema='')}"
+            )
+        else:
+            prefix = quoted(schema) + "."
+            spark.sql(
+                f"CREATE OR REPLACE FUNCTION {prefix}{name}({params}) RETURNS DOUBLE "
+                f"RETURN {body.format(schema=prefix)}"
+            )
 
 
 def lake_tables(lake: str) -> dict[str, str]:

@@ -25,6 +25,7 @@ dbutils.widgets.text("score", "/Volumes/main/default/elmo_lake/tweets/unlabeled.
 dbutils.widgets.text("out", "/Volumes/main/default/elmo_lake/out")  # noqa: F821
 dbutils.widgets.text("model", "")  # noqa: F821  (empty: the default model; or /Volumes/..., dbfs:/..., a hub handle)
 dbutils.widgets.text("classifier", "sklearn")  # noqa: F821  (sklearn on the driver, or spark: Spark ML)
+dbutils.widgets.text("schema", "")  # noqa: F821  (empty: paths only; e.g. main.elmo_lake: also register the tables there, for Databricks SQL — needs `out` in an external location, since Unity Catalog keeps no tables in Volumes)
 dbutils.widgets.text("settings", "")  # noqa: F821  (comma-separated section.key=value, e.g. train.select=false,embed.layer=all)
 train_path, score_path, out, engine = (dbutils.widgets.get(k) for k in ("train", "score", "out", "classifier"))  # noqa: F821
 model = dbutils.widgets.get("model") or None  # noqa: F821
@@ -55,7 +56,8 @@ print("Spark Connect session" if is_connect(spark) else "classic session", "| De
 from jobs import pipeline  # noqa: E402
 from jobs.baseline import quality_lines  # noqa: E402
 
-result = pipeline.run(spark, cfg, train_path, score_path, out, model or default_model(), engine)  # noqa: F821
+schema = dbutils.widgets.get("schema") or None  # noqa: F821
+result = pipeline.run(spark, cfg, train_path, score_path, out, model or default_model(), engine, schema)  # noqa: F821
 print("\n".join(quality_lines(result["classifier"].metrics)))  # selected set, F1 with its interval, baseline, verdict
 print("predictions:", result["predictions_csv"], "| report:", result["report_html"])
 
