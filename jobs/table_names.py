@@ -1,6 +1,7 @@
 """Tables by name: which arguments are catalog names, and registering a folder's Delta table under a name.
 
-Wherever a job takes a table (``--table``, ``--input``, ``--output``), it takes a path or a name:
+Wherever a job takes a table (``--table``, ``--input``, ``--output``, ``--embeddings``, ``--labels``, ...), it takes a
+path or a name:
 
 - a **name** is ``schema.table`` or ``catalog.schema.table`` (letters, digits, underscores), e.g.
   ``lake.train_embeddings`` or, on Databricks, ``main.default.train_embeddings``. It goes through the session's
@@ -30,7 +31,7 @@ _FILE_ENDINGS = frozenset(
     "csv tsv txt json jsonl ndjson parquet orc avro xml gz bz2 zip zst tar tgz delta hdf5 h5 html".split()
 )
 # The job options that name tables (a job's --input may be a file instead: endings and existing paths decide).
-TABLE_OPTIONS = ("table", "input", "output", "predictions", "schema")
+TABLE_OPTIONS = ("table", "input", "output", "embeddings", "labels", "clean", "runs", "vocabulary", "schema")
 
 
 def is_table_name(value: object) -> bool:

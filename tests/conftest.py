@@ -49,3 +49,40 @@ def local_cfg():
     from jobs.config import load_config
 
     return load_config("local", ["delta.engine=delta-rs"])
+
+
+@pytest.fixture(scope="session")
+def launched_pipeline(tmp_path_factory):
+    """The README's main command through the launcher (classic, local[2]), with ``--schema lake`` registering its
+    tables in a local metastore of the test's own (port, folder): one run shared by the Spark Connect comparison
+    and the SQL endpoint tests. Yields (workdir, result, settings); the metastore stops at the end."""
+    import subprocess
+
+    from jobs.metastore import client_jar
+    from tests.standalone import clean_env, free_port
+
+    work = tmp_path_factory.mktemp("launched_pipeline")
+    settings = [
+        "--set",
+        f"catalog.port={free_port()}",
+        "--set",
+        f"catalog.home={work / 'metastore'}",
+        "--set",
+        "spark.master=local[2]",
+    ]
+    schema = ["--schema", "lake"] if client_jar() is not None else []  # no jars: paths only, SQL tests skip
+    result = subprocess.run(
+        [str(ROOT / "spark-submit.sh"), "jobs/pipeline.py", "--out", "out/classic", *schema, *settings],
+        cwd=work,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    yield work, result, settings
+    subprocess.run(
+        [sys.executable, "-m", "jobs.metastore", "stop", *settings[:4]],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )

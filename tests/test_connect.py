@@ -192,8 +192,10 @@ def final_f1(stdout: str) -> str:
     return next(line for line in stdout.splitlines() if line.startswith("F1 on the validation split"))
 
 
-def test_the_launcher_runs_the_pipeline_over_connect_with_the_classic_f1(server, tmp_path):
-    classic = launch(["jobs/pipeline.py", "--out", "out/classic", "--set", "spark.master=local[2]"], tmp_path)
+def test_the_launcher_runs_the_pipeline_over_connect_with_the_classic_f1(server, launched_pipeline, tmp_path):
+    classic_dir, classic, _ = (
+        launched_pipeline  # the same command on classic Spark (shared with the SQL tests)
+    )
     assert classic.returncode == 0, classic.stdout[-3000:] + classic.stderr[-3000:]
     remote = launch(["--remote", server, "jobs/pipeline.py", "--out", "out/connect"], tmp_path)
     assert remote.returncode == 0, remote.stdout[-3000:] + remote.stderr[-3000:]
@@ -202,7 +204,7 @@ def test_the_launcher_runs_the_pipeline_over_connect_with_the_classic_f1(server,
     with open(tmp_path / "out" / "connect" / "predictions.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 12
     assert (tmp_path / "out" / "connect" / "predictions.csv").read_text() == (
-        tmp_path / "out" / "classic" / "predictions.csv"
+        classic_dir / "out" / "classic" / "predictions.csv"
     ).read_text()
     # the standard variable works the same way, and so does a job's --help
     env_run = launch(["jobs/ingest.py", "--table", "lake/docs"], tmp_path, SPARK_REMOTE=server)

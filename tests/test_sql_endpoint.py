@@ -32,27 +32,15 @@ def launch(args: list[str], cwd: Path, timeout: int = 420) -> subprocess.Complet
 
 
 @pytest.fixture(scope="module")
-def endpoint(tmp_path_factory):
-    """The pipeline run with --schema lake, then the endpoint over that schema: (url, port, lake dir, settings)."""
+def endpoint(launched_pipeline):
+    """The pipeline's tables (run with --schema lake: conftest), served by the endpoint over that schema."""
     from jobs.metastore import client_jar
 
     if client_jar() is None:
         pytest.skip(
             "the local metastore's jars are not installed (./setup.sh fetches them from Maven Central)"
         )
-    work = tmp_path_factory.mktemp("sql_endpoint")
-    settings = [
-        "--set",
-        f"catalog.port={free_port()}",
-        "--set",
-        f"catalog.home={work / 'metastore'}",
-        "--set",
-        "spark.master=local[2]",
-    ]
-    pipeline = launch(
-        ["jobs/pipeline.py", "--out", "lake", "--schema", "lake", "--set", "train.select=false", *settings],
-        work,
-    )
+    work, pipeline, settings = launched_pipeline
     assert pipeline.returncode == 0, pipeline.stdout[-3000:] + pipeline.stderr[-3000:]
     assert "registered in schema lake (" in pipeline.stdout
     assert "started the local metastore" in pipeline.stdout + pipeline.stderr
@@ -84,7 +72,7 @@ def endpoint(tmp_path_factory):
     yield {
         "url": url,
         "port": port,
-        "lake": work / "lake",
+        "lake": work / "out" / "classic",
         "work": work,
         "settings": settings,
         "server": server,
@@ -92,12 +80,6 @@ def endpoint(tmp_path_factory):
     }
     if server.poll() is None:
         os.killpg(server.pid, signal.SIGKILL)
-    subprocess.run(
-        [sys.executable, "-m", "jobs.metastore", "stop", *settings[:4]],
-        cwd=ROOT,
-        capture_output=True,
-        timeout=60,
-    )
 
 
 def beeline(url: str, *statements: str) -> list[list[str]]:
@@ -172,8 +154,10 @@ def test_beeline_reads_the_pipelines_tables_by_name_with_their_documentation(end
 
 @pytest.mark.slow
 def test_a_python_client_gets_numpys_nearest_neighbours(endpoint):
+    # one embedding set (the pipeline embeds the training documents with every set its selection compares)
+    one_set = "layer = 'elmo' AND pooling = 'mean'"
     table = DeltaTable(str(endpoint["lake"] / "train_embeddings")).to_pandas()
-    table = table[table["embedding"].notna()]
+    table = table[(table["layer"] == "elmo") & (table["pooling"] == "mean") & table["embedding"].notna()]
     ids = table["id"].to_numpy()
     vectors = np.stack(table["embedding"].to_numpy()).astype(np.float64)
     query_id = sorted(ids)[0]
@@ -185,7 +169,9 @@ def test_a_python_client_gets_numpys_nearest_neighbours(endpoint):
         cursor = conn.cursor()
         cursor.execute("SHOW TABLES IN lake")
         assert "train_embeddings" in {row[1] for row in cursor.fetchall()}
-        cursor.execute(f"SELECT id, embedding, dim FROM lake.train_embeddings WHERE id = '{query_id}'")
+        cursor.execute(
+            f"SELECT id, embedding, dim FROM lake.train_embeddings WHERE id = '{query_id}' AND {one_set}"
+        )
         (row_id, embedding, dim) = cursor.fetchone()
         vector = json.loads(embedding)  # HiveServer2 sends arrays as JSON text
         assert row_id == query_id and len(vector) == dim
@@ -194,8 +180,9 @@ def test_a_python_client_gets_numpys_nearest_neighbours(endpoint):
         cursor.execute(
             "SELECT e.id, cosine_similarity(e.embedding, q.embedding) AS score "
             "FROM lake.train_embeddings e CROSS JOIN "
-            f"(SELECT embedding FROM lake.train_embeddings WHERE id = '{query_id}') q "
-            "WHERE e.embedding IS NOT NULL ORDER BY score DESC, e.id LIMIT 10"
+            f"(SELECT embedding FROM lake.train_embeddings WHERE id = '{query_id}' AND {one_set}) q "
+            f"WHERE e.embedding IS NOT NULL AND e.{one_set.replace(' AND ', ' AND e.')} "
+            "ORDER BY score DESC, e.id LIMIT 10"
         )
         found = cursor.fetchall()
     assert [r[0] for r in found] == [ids[i] for i in order]
