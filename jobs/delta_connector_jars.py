@@ -139,7 +139,7 @@ def fetch(quiet: bool = False) -> Connector:
     failures = []
     for version in wanted_versions():
         coordinate = f"{GROUP}:{artifact()}:{version}"
-        jars = _resolve(spark_home, coordinate, ivy)
+        jars = resolve_packages(spark_home, coordinate, ivy)
         if jars is None:
             failures.append(coordinate)
             continue
@@ -157,8 +157,9 @@ def fetch(quiet: bool = False) -> Connector:
     )
 
 
-def _resolve(spark_home: str, coordinate: str, ivy: Path) -> list[Path] | None:
-    """Spark's own resolution of ``--packages``: the jar files it retrieved, or None if it failed."""
+def resolve_packages(spark_home: str, coordinate: str, ivy: Path) -> list[Path] | None:
+    """Spark's own resolution of ``--packages`` (one coordinate, or several joined by commas): the jar files it
+    retrieved, or None if it failed. Also used for the local metastore's Derby jars (jobs/metastore.py)."""
     home = ivy / coordinate.replace(":", "_")  # one Ivy home per coordinate: its jars/ holds just this one's
     with tempfile.TemporaryDirectory(prefix="elmo-lake-delta-") as scratch:
         noop = Path(scratch) / "resolved.py"

@@ -212,7 +212,7 @@ def stop(cfg: Config) -> bool:
 
 def fetch() -> Path:
     """Resolve derbynet and derbyclient through Spark's own --packages (as the connector's jars) and keep them."""
-    from jobs.delta_connector_jars import _resolve
+    from jobs.delta_connector_jars import resolve_packages
     from jobs.session import ensure_java
 
     target = jars_dir()
@@ -222,7 +222,7 @@ def fetch() -> Path:
     import pyspark
 
     spark_home = os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
-    resolved = _resolve(spark_home, COORDINATES, repo_root() / "build" / "ivy")
+    resolved = resolve_packages(spark_home, COORDINATES, repo_root() / "build" / "ivy")
     if resolved is None:
         raise SetupError(
             f"could not resolve {COORDINATES} through spark-submit --packages: no Maven Central here? Table "

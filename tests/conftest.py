@@ -71,8 +71,18 @@ def launched_pipeline(tmp_path_factory):
         "spark.master=local[2]",
     ]
     schema = ["--schema", "lake"] if client_jar() is not None else []  # no jars: paths only, SQL tests skip
+    # one embedding set, no selection (the suite's time): selection end to end is test_stages' in-process pipeline
+    one_set = ["--set", "train.select=false"]
     result = subprocess.run(
-        [str(ROOT / "spark-submit.sh"), "jobs/pipeline.py", "--out", "out/classic", *schema, *settings],
+        [
+            str(ROOT / "spark-submit.sh"),
+            "jobs/pipeline.py",
+            "--out",
+            "out/classic",
+            *schema,
+            *settings,
+            *one_set,
+        ],
         cwd=work,
         env=clean_env(),
         capture_output=True,

@@ -97,14 +97,16 @@ def runs(spark, server, tmp_path_factory):
     from jobs.session import default_parallelism, is_connect, reuse
 
     root = tmp_path_factory.mktemp("runs")
-    # small grids: the Spark engine fits (grid x folds + 1) models for the selection and for the baseline, each a
-    # few seconds here (seconds more over Connect); two values each still make each a choice
+    # few fits: the Spark engine fits (grid x folds + 1) models for the selection and for the baseline, each a few
+    # seconds here, and these are the suite's biggest cost. So one regParam, no selection: the final fit and the
+    # baseline's CV (Spark ML and a Python UDF) still run over Connect; the launcher's pipeline and the notebook
+    # test select over Connect (sklearn engine), test_classifier selects on the Spark engine
     cfg = load_config(
         "local",
         [
             "delta.engine=auto",
-            "train.tfidf_grid=[0.001, 0.1]",
-            "train.select_grid=[0.01, 0.1]",
+            "train.tfidf_grid=[0.1]",
+            "train.select=false",
             "train.folds=2",
         ],
     )
@@ -197,7 +199,10 @@ def test_the_launcher_runs_the_pipeline_over_connect_with_the_classic_f1(server,
         launched_pipeline  # the same command on classic Spark (shared with the SQL tests)
     )
     assert classic.returncode == 0, classic.stdout[-3000:] + classic.stderr[-3000:]
-    remote = launch(["--remote", server, "jobs/pipeline.py", "--out", "out/connect"], tmp_path)
+    remote = launch(
+        ["--remote", server, "jobs/pipeline.py", "--out", "out/connect", "--set", "train.select=false"],
+        tmp_path,
+    )
     assert remote.returncode == 0, remote.stdout[-3000:] + remote.stderr[-3000:]
     assert final_f1(remote.stdout + remote.stderr) == final_f1(classic.stdout + classic.stderr)
     assert "Spark Connect session at" in remote.stderr
@@ -247,7 +252,7 @@ def test_the_databricks_notebook_runs_on_a_connect_session(server, tmp_path, mon
         "train": default_sample(),
         "score": default_score_sample(),
         "out": str(tmp_path / "volume" / "out"),
-        "settings": "delta.engine=auto",
+        "settings": "delta.engine=auto",  # with train.select: the selection over Connect (the launcher's runs use one set)
     }
     shown = []
     monkeypatch.chdir(ROOT / "notebooks")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +155,7 @@ def test_beeline_reads_the_pipelines_tables_by_name_with_their_documentation(end
 
 @pytest.mark.slow
 def test_a_python_client_gets_numpys_nearest_neighbours(endpoint):
-    # one embedding set (the pipeline embeds the training documents with every set its selection compares)
+    # one embedding set (with train.select the pipeline embeds the training documents with every set it compares)
     one_set = "layer = 'elmo' AND pooling = 'mean'"
     table = DeltaTable(str(endpoint["lake"] / "train_embeddings")).to_pandas()
     table = table[(table["layer"] == "elmo") & (table["pooling"] == "mean") & table["embedding"].notna()]
@@ -165,8 +166,7 @@ def test_a_python_client_gets_numpys_nearest_neighbours(endpoint):
     cosine = vectors @ query / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(query))
     order = sorted(range(len(ids)), key=lambda i: (-cosine[i], ids[i]))[:10]
 
-    with connect(endpoint["port"]) as conn:
-        cursor = conn.cursor()
+    with connect(endpoint["port"]) as conn, closing(conn.cursor()) as cursor:
         cursor.execute("SHOW TABLES IN lake")
         assert "train_embeddings" in {row[1] for row in cursor.fetchall()}
         cursor.execute(
@@ -191,8 +191,7 @@ def test_a_python_client_gets_numpys_nearest_neighbours(endpoint):
 
 @pytest.mark.slow
 def test_rows_a_job_appends_by_name_are_seen_by_the_next_query(endpoint):
-    with connect(endpoint["port"]) as conn:
-        cursor = conn.cursor()
+    with connect(endpoint["port"]) as conn, closing(conn.cursor()) as cursor:
         cursor.execute("SELECT count(*) FROM lake.train_documents")
         before = cursor.fetchone()[0]
         new = endpoint["work"] / "new.csv"
