@@ -83,7 +83,7 @@ if ! PYTHONPATH="$PWD" "$PY" -m jobs.delta_connector_jars status >/dev/null 2>&1
 fi
 
 # The local metastore's two Derby jars (table names: lake.train_embeddings), the same way.
-if ! PYTHONPATH="$PWD" "$PY" -m jobs.metastore status >/dev/null 2>&1 && [[ ! -f build/metastore-jars/metastore.json ]]; then
+if [[ ! -f build/metastore-jars/metastore.json ]]; then
   PYTHONPATH="$PWD" "$PY" -m jobs.metastore fetch >&2 ||
     echo "setup.sh: continuing without the local metastore: table names need it, paths do not" >&2
 fi

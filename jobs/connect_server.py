@@ -32,11 +32,9 @@ SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 def server_command(
     port: int, master: str, settings: dict[str, str] | None = None, delta: bool = True
 ) -> list[str]:
-    import pyspark
+    from jobs.delta_connector_jars import installed, session_settings, spark_home
 
-    from jobs.delta_connector_jars import installed, session_settings
-
-    spark_home = os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
+    home = spark_home()
     conf = {
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
@@ -51,7 +49,7 @@ def server_command(
     ):  # Delta has no Spark Connect plugin for Spark 4.2: its SQL and format("delta") serve
         conf.update(session_settings(connector))
     conf.update(settings or {})
-    command = [f"{spark_home}/bin/spark-submit", "--class", SERVER_CLASS, "--master", master]
+    command = [f"{home}/bin/spark-submit", "--class", SERVER_CLASS, "--master", master]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
     return [*command, "spark-internal"]

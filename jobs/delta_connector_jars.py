@@ -132,18 +132,16 @@ def fetch(quiet: bool = False) -> Connector:
     if current is not None:
         return current
     ensure_java()
-    import pyspark
-
-    spark_home = os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
+    home = spark_home()
     ivy = repo_root() / "build" / "ivy"
     failures = []
     for version in wanted_versions():
         coordinate = f"{GROUP}:{artifact()}:{version}"
-        jars = resolve_packages(spark_home, coordinate, ivy)
+        jars = resolve_packages(home, coordinate, ivy)
         if jars is None:
             failures.append(coordinate)
             continue
-        connector = _install(spark_home, coordinate, jars)
+        connector = _install(home, coordinate, jars)
         if not quiet and failures:
             print(
                 f"delta_connector_jars: {', '.join(failures)} is not published on Maven Central; installed "
@@ -187,20 +185,36 @@ def _install(spark_home: str, coordinate: str, jars: list[Path]) -> Connector:
     """Keep the jars whose artifact Spark does not ship (Spark's own versions win on its classpath anyway)."""
     shipped = {_artifact_name(p.name) for p in Path(spark_home, "jars").glob("*.jar")}
     keep = [j for j in jars if _artifact_name(j.name.split("_", 1)[-1]) not in shipped]
-    target = install_dir()
-    staging = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for jar in keep:
-        shutil.copy2(jar, staging / jar.name)
-    (staging / MANIFEST).write_text(
-        json.dumps({"coordinate": coordinate, "jars": sorted(j.name for j in keep)}, indent=1)
+    install_folder(
+        install_dir(),
+        {j.name: j for j in keep},
+        MANIFEST,
+        {"coordinate": coordinate, "jars": sorted(j.name for j in keep)},
     )
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)  # all or nothing: a killed fetch leaves no half-filled folder behind
     connector = installed()
     assert connector is not None
     return connector
+
+
+def install_folder(target: Path, files: dict[str, Path], manifest_name: str, manifest: dict) -> None:
+    """Fill ``target`` with ``files`` (name -> source) and a JSON manifest, all or nothing: the files go to a
+    staging folder that replaces ``target`` at the end, so a killed fetch leaves no half-filled folder behind.
+    The connector's jars and the local metastore's (jobs/metastore.py) are installed this way."""
+    staging = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name, source in files.items():
+        shutil.copy2(source, staging / name)
+    (staging / manifest_name).write_text(json.dumps(manifest, indent=1))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+
+def spark_home() -> str:
+    """$SPARK_HOME, else the pyspark package's folder (its bin/ and jars/)."""
+    import pyspark
+
+    return os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
 
 
 def _artifact_name(file_name: str) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
 import shutil
 import socket
@@ -107,9 +106,9 @@ def is_running(cfg: Config, timeout: float = 2.0) -> bool:
 
 
 def _server_classpath() -> str:
-    import pyspark
+    from jobs.delta_connector_jars import spark_home
 
-    spark_jars = Path(os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)) / "jars"
+    spark_jars = Path(spark_home()) / "jars"
     own = [spark_jars / f"derby{part}-{DERBY_VERSION}.jar" for part in ("", "shared", "tools")]
     return os.pathsep.join(str(p) for p in [*own, jars_dir() / JARS[0]])
 
@@ -212,34 +211,22 @@ def stop(cfg: Config) -> bool:
 
 def fetch() -> Path:
     """Resolve derbynet and derbyclient through Spark's own --packages (as the connector's jars) and keep them."""
-    from jobs.delta_connector_jars import resolve_packages
+    from jobs.delta_connector_jars import install_folder, resolve_packages, spark_home
     from jobs.session import ensure_java
 
     target = jars_dir()
     if all((target / jar).is_file() for jar in JARS):
         return target
     ensure_java()
-    import pyspark
-
-    spark_home = os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
-    resolved = resolve_packages(spark_home, COORDINATES, repo_root() / "build" / "ivy")
+    resolved = resolve_packages(spark_home(), COORDINATES, repo_root() / "build" / "ivy")
     if resolved is None:
         raise SetupError(
             f"could not resolve {COORDINATES} through spark-submit --packages: no Maven Central here? Table "
             "names need the local metastore; paths work without it"
         )
-    staging = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for jar in resolved:
-        short = jar.name.split("_", 1)[
-            -1
-        ]  # org.apache.derby_derbynet-10.16.1.1.jar -> derbynet-10.16.1.1.jar
-        if short in JARS:
-            shutil.copy2(jar, staging / short)
-    (staging / "metastore.json").write_text(json.dumps({"coordinates": COORDINATES, "jars": list(JARS)}))
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    # Ivy names them group_artifact-version.jar: org.apache.derby_derbynet-10.16.1.1.jar -> derbynet-10.16.1.1.jar
+    wanted = {jar.name.split("_", 1)[-1]: jar for jar in resolved if jar.name.split("_", 1)[-1] in JARS}
+    install_folder(target, wanted, "metastore.json", {"coordinates": COORDINATES, "jars": list(JARS)})
     return target
 
 

@@ -89,10 +89,12 @@ def register_tables(spark: SparkSession, cfg: Config, schema: str, tables: dict[
     if resolve_engine(spark, cfg.delta.engine) != "spark":
         refuse_on_delta_rs(f"{schema}.train_embeddings")
     names = []
-    folders = [n for n in tables if n != "classifier"]
-    folders += [f"{n}_rejects" for n in ("train_documents", "score_documents")]
-    for folder in folders:
-        path = tables.get(folder) or join(tables["train_documents"].rsplit("/", 1)[0], folder)
+    paths = {
+        name: path for name, path in tables.items() if name != "classifier"
+    }  # the classifier is a folder
+    for documents in ("train_documents", "score_documents"):  # ingest's rejects, beside (as run() names them)
+        paths[f"{documents}_rejects"] = tables[documents] + "_rejects"
+    for folder, path in paths.items():
         if table_exists(spark, path, cfg.delta.engine):
             register(spark, f"{schema}.{folder}", path)
             names.append(f"{schema}.{folder}")

@@ -17,6 +17,7 @@ binding it to other hosts. It is meant for reading, but a client can run any SQL
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import socket
 import sys
@@ -44,7 +45,7 @@ def check_port_free(host: str, port: int) -> None:
     try:
         probe.bind((host, port))
     except OSError as exc:
-        reason = "is in use" if exc.errno in (98, 48) else f"cannot be bound ({exc.strerror})"
+        reason = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
         raise InputError(
             f"port {port} on {host} {reason}: choose another with --port, or stop what uses it"
         ) from None
