@@ -1,10 +1,12 @@
 """Clean job: a Delta table of documents -> a Delta table of cleaned, lemmatized tokens (what embed consumes).
 
-    ./spark-submit.sh jobs/clean.py --input DOCS_TABLE --output CLEAN_TABLE
+    ./spark-submit.sh jobs/clean.py --input DOCS_TABLE --output CLEAN_TABLE [--rejects TABLE]
 
 Output columns: ``id``, ``clean_text``, ``tokens`` (array<string>), ``empty`` (nothing left after cleaning: no
-tokens), ``clean_fingerprint`` (a hash of the cleaning settings and spaCy model). Re-running adds only ids that
-are not cleaned yet; a run with other settings re-cleans the whole table.
+tokens), ``truncated`` (the text was cut to ``clean.max_chars``), ``clean_fingerprint`` (a hash of the cleaning
+settings and spaCy model). Re-running adds only ids that are not cleaned yet; a run with other settings
+re-cleans the whole table. A document that cannot be cleaned is quarantined in the rejects table (default
+CLEAN_TABLE_rejects) with its reason, and retried by the next run (``jobs/quarantine.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pyspark.sql.functions import pandas_udf
 from jobs.cli import job_parser, log, run_job
 from jobs.config import Config
 from jobs.delta_tables import (
+    add_missing_columns,
     commit_metadata,
     engine_name,
     read_delta,
@@ -29,19 +32,32 @@ from jobs.delta_tables import (
     write_delta,
 )
 from jobs.errors import InputError, SetupError
+from jobs.quarantine import Quarantined, quarantine, rejects_table_for, warning_line, with_retry_flag
 from jobs.session import default_parallelism, get_spark, release, reuse, ship_code
 from udfs.clean import CleanSettings, SpacyModelMissing, make_clean_function, resolve_spacy_model
+from udfs.row_failures import fault_pattern
 
 CLEAN_DESCRIPTION = (
     "elmo-lake cleaned documents: id, clean_text, tokens (array<string>, the embed stage's input), empty (no "
-    "tokens left after cleaning), clean_fingerprint (hash of the cleaning settings and spaCy model)"
+    "tokens left after cleaning), truncated (cut to clean.max_chars), clean_fingerprint (hash of the cleaning "
+    "settings and spaCy model)"
 )
 CLEAN_COMMENTS = {
     "id": "document id, as in the documents table",
     "clean_text": "the cleaned text: tokens joined by single spaces",
     "tokens": "cleaned tokens (spaCy lemmas when lemmatization is on)",
     "empty": "true when nothing was left after cleaning (no tokens, not embedded)",
+    "truncated": "true when the text was longer than clean.max_chars and was cut at whitespace before it",
     "clean_fingerprint": "hash of the cleaning settings and the spaCy model that produced the row",
+}
+
+CLEAN_COLUMN_TYPES = {
+    "id": "string",
+    "clean_text": "string",
+    "tokens": "array<string>",
+    "empty": "boolean",
+    "truncated": "boolean",
+    "clean_fingerprint": "string",
 }
 
 
@@ -53,6 +69,7 @@ class CleanSummary:
     fingerprint: str
     mode: str
     version: int | None
+    quarantined: Quarantined | None = None
 
 
 def clean_settings(cfg: Config) -> CleanSettings:
@@ -71,6 +88,7 @@ def clean_settings(cfg: Config) -> CleanSettings:
         spacy_model=c.spacy_model,
         spacy_fallback=c.spacy_fallback,
         spacy_batch_size=c.spacy_batch_size,
+        max_chars=c.max_chars,
     )
 
 
@@ -93,20 +111,36 @@ def check_spacy(settings: CleanSettings) -> tuple[str, str]:
     return model, version
 
 
-def clean_documents(docs: DataFrame, settings: CleanSettings, model: str, fingerprint: str) -> DataFrame:
-    """documents (id, text) -> cleaned rows. No I/O."""
-    clean = pandas_udf(make_clean_function(settings, model), "clean_text string, tokens array<string>")
-    cleaned = docs.select("id", clean(F.col("text")).alias("c"))
+def clean_documents(
+    docs: DataFrame,
+    settings: CleanSettings,
+    model: str,
+    fingerprint: str,
+    max_reject_fraction: float = 1.0,
+    fault: str | None = None,
+) -> DataFrame:
+    """documents (id, text[, retry]) -> cleaned rows, and ``error`` (null, or why the row could not be cleaned).
+    No I/O. ``retry`` (see ``jobs/quarantine.with_retry_flag``) marks rows quarantined by an earlier run."""
+    clean = pandas_udf(
+        make_clean_function(settings, model, max_reject_fraction, fault),
+        "clean_text string, tokens array<string>, truncated boolean, error string",
+    )
+    retry = F.col("retry") if "retry" in docs.columns else F.lit(False)
+    cleaned = docs.select("id", clean(F.col("id"), F.col("text"), retry).alias("c"))
     return cleaned.select(
         "id",
         F.col("c.clean_text").alias("clean_text"),
         F.col("c.tokens").alias("tokens"),
         (F.size("c.tokens") == 0).alias("empty"),
+        F.col("c.truncated").alias("truncated"),
         F.lit(fingerprint).alias("clean_fingerprint"),
+        F.col("c.error").alias("error"),
     )
 
 
-def run(spark: SparkSession, cfg: Config, input_table: str, output_table: str) -> CleanSummary:
+def run(
+    spark: SparkSession, cfg: Config, input_table: str, output_table: str, rejects_table: str | None = None
+) -> CleanSummary:
     engine = cfg.delta.engine
     settings = clean_settings(cfg)
     model, version = check_spacy(settings)
@@ -121,7 +155,16 @@ def run(spark: SparkSession, cfg: Config, input_table: str, output_table: str) -
     return retry_once_on_conflict(
         "clean",
         output_table,
-        lambda: _clean_missing(spark, cfg, docs, output_table, settings, model, fingerprint),
+        lambda: _clean_missing(
+            spark,
+            cfg,
+            docs,
+            output_table,
+            rejects_table or rejects_table_for(output_table),
+            settings,
+            model,
+            fingerprint,
+        ),
     )
 
 
@@ -130,6 +173,7 @@ def _clean_missing(
     cfg: Config,
     docs: DataFrame,
     output_table: str,
+    rejects_table: str,
     settings: CleanSettings,
     model: str,
     fingerprint: str,
@@ -146,6 +190,8 @@ def _clean_missing(
         else:
             log("clean", "cleaning settings changed since the table was written: re-cleaning every document")
             mode = "overwrite"
+            # a table from before a column was added (truncated) gains it first, as a null column
+            add_missing_columns(spark, output_table, engine, CLEAN_COLUMN_TYPES, CLEAN_COMMENTS)
     partitions = cfg.clean.partitions or default_parallelism(spark)
     docs = reuse(docs.repartition(partitions))  # counted, then cleaned: a table read, cheap to recompute
     todo = docs.count()
@@ -155,10 +201,12 @@ def _clean_missing(
         return CleanSummary(output_table, 0, 0, fingerprint, mode, version)
     log("clean", f"cleaning {todo} documents with spaCy {model} ({partitions} partitions)")
     ship_code(spark)
-    cleaned = clean_documents(docs, settings, model, fingerprint)
+    fault = fault_pattern("clean")
+    flagged = with_retry_flag(spark, cfg, docs, "clean", rejects_table)
+    cleaned = clean_documents(flagged, settings, model, fingerprint, cfg.clean.max_reject_fraction, fault)
     try:
         result = write_delta(
-            cleaned,
+            cleaned.where(F.col("error").isNull()).drop("error"),
             output_table,
             mode=mode,
             engine=engine,
@@ -170,13 +218,30 @@ def _clean_missing(
             staging_max_age_hours=cfg.delta.staging_max_age_hours,
             user_metadata=commit_metadata("clean", spacy_model=model, clean_fingerprint=fingerprint),
         )
+        # the documents given that still have no row: they failed (run them again for the reason)
+        failed = docs.join(
+            read_delta(spark, output_table, engine, result.version).select("id"), "id", "left_anti"
+        )
+        quarantined = quarantine(
+            spark,
+            cfg,
+            "clean",
+            failed,
+            lambda rows: clean_documents(rows, settings, model, fingerprint, 1.0, fault).select(
+                "id", F.col("error").alias("reason")
+            ),
+            rejects_table,
+            fingerprint,
+        )
     finally:
         release(docs)
     # spaCy runs once: the new empty rows are counted in the table (one boolean column), not by cleaning twice
     empty = count_empty(spark, output_table, engine, result.version)
     if mode == "append":
         empty -= count_empty(spark, output_table, engine, version)
-    return CleanSummary(output_table, result.num_records, empty, fingerprint, mode, result.version)
+    return CleanSummary(
+        output_table, result.num_records, empty, fingerprint, mode, result.version, quarantined
+    )
 
 
 def count_empty(spark: SparkSession, table: str, engine: str, version: int | None) -> int:
@@ -193,17 +258,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--output", default="lake/clean", help="Delta table of cleaned tokens (default: %(default)s)"
     )
+    parser.add_argument(
+        "--rejects",
+        default=None,
+        help="Delta table of the documents that could not be cleaned (default: OUTPUT_rejects)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     def job(args: argparse.Namespace, cfg: Config) -> int:
         spark = get_spark(cfg)
-        summary = run(spark, cfg, args.input, args.output)
+        summary = run(spark, cfg, args.input, args.output, args.rejects)
         log(
             "clean",
             f"cleaned {summary.cleaned} documents ({summary.empty} empty after cleaning), {summary.mode}",
         )
+        if summary.quarantined and summary.quarantined.documents:
+            log("clean", warning_line("clean", summary.quarantined))
         print(f"clean: {args.output} (Delta, version {summary.version}, {summary.fingerprint})")
         print(f"delta engine: {engine_name(spark, cfg.delta.engine)}")
         return 0

@@ -29,6 +29,7 @@ class Setting:
     choices: tuple[Any, ...] | None = None
     optional: bool = False  # None (absent) is allowed
     minimum: int = 0  # the smallest number allowed (ints)
+    maximum: float | None = None  # floats: allowed from 0 to this
 
 
 SCHEMA: dict[str, dict[str, Setting]] = {
@@ -137,6 +138,20 @@ SCHEMA: dict[str, dict[str, Setting]] = {
             ("none", "blank"),
         ),
         "spacy_batch_size": Setting(256, int, "texts per nlp.pipe batch"),
+        "max_chars": Setting(
+            100_000,
+            int,
+            "longest text cleaned, in characters after the steps before lemmatization: a longer one is cut at "
+            "whitespace before this and marked truncated",
+            minimum=1,
+        ),
+        "max_reject_fraction": Setting(
+            0.1,
+            float,
+            "documents that raise are quarantined in the stage's rejects table; a task where more than this share "
+            "of its rows fail fails the job instead, and nothing is committed (0 = any failure fails the job)",
+            maximum=1.0,
+        ),
         "partitions": Setting(0, int, "Spark partitions for cleaning; 0 = the default parallelism"),
     },
     "embed": {
@@ -180,6 +195,13 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         ),
         "backend": Setting(
             "tensorflow", str, "Keras backend on the executors", ("tensorflow", "jax", "torch")
+        ),
+        "max_reject_fraction": Setting(
+            0.1,
+            float,
+            "documents that raise are quarantined in the stage's rejects table; a task where more than this share "
+            "of its rows fail fails the job instead, and nothing is committed (0 = any failure fails the job)",
+            maximum=1.0,
         ),
         "partitions": Setting(0, int, "Spark partitions for embedding; 0 = the default parallelism"),
         "threads_per_task": Setting(0, int, "model threads per Spark task; 0 = spark.task.cpus"),
@@ -404,6 +426,8 @@ def _check(values: dict[str, dict[str, Any]], problems: list[str]) -> None:
                         value[prop] = str(prop_value)
                     else:
                         problems.append(f"{name}.{prop}: expected a string or number, got {prop_value!r}")
+            if setting.kind is float and setting.maximum is not None and not 0 <= value <= setting.maximum:
+                problems.append(f"{name}: must be from 0 to {setting.maximum:g}, got {value}")
             if isinstance(value, int) and not isinstance(value, bool) and value < setting.minimum:
                 problems.append(
                     f"{name}: must not be negative, got {value}"

@@ -141,6 +141,17 @@ def write(
     return _written(spark, path, "numFiles", "numOutputRows")
 
 
+def add_columns(spark: SparkSession, path: str, columns: list[tuple[str, str, str | None]]) -> None:
+    """ALTER TABLE ... ADD COLUMNS: (name, Spark SQL type, comment) each, nullable."""
+    parts = []
+    for name, kind, comment in columns:
+        text = (
+            "" if comment is None else " COMMENT '" + comment.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        )
+        parts.append(f"`{name}` {kind}{text}")
+    _translate(path, lambda: spark.sql(f"ALTER TABLE {identifier(path)} ADD COLUMNS ({', '.join(parts)})"))
+
+
 def merge_new_rows(df: DataFrame, path: str, keys: list[str], metadata: str | None) -> tuple[int, int, int]:
     """Insert the rows whose key the table lacks. MERGE reads the table, so a concurrent commit is a conflict
     (ConcurrentAppendException) instead of a duplicate."""

@@ -96,6 +96,18 @@ def table_version(path: str) -> int | None:
     return DeltaTable(uri).version() if DeltaTable.is_deltatable(uri) else None
 
 
+def add_columns(path: str, columns: list[tuple[str, str, str | None]]) -> None:
+    """Add nullable columns (name, primitive Spark SQL type, comment) to the table, in one commit."""
+    from deltalake import DeltaTable, Field
+    from deltalake.schema import PrimitiveType
+
+    fields = [
+        Field(name, PrimitiveType(kind), nullable=True, metadata={"comment": comment} if comment else None)
+        for name, kind, comment in columns
+    ]
+    DeltaTable(table_uri(path)).alter.add_columns(fields)
+
+
 def partition_columns(path: str) -> list[str] | None:
     """The table's partition columns, or None if there is no table."""
     from deltalake import DeltaTable

@@ -249,6 +249,29 @@ def write_delta(
     return WriteResult(path, *written)
 
 
+def add_missing_columns(
+    spark: SparkSession,
+    path: str,
+    engine: str,
+    types: dict[str, str],
+    comments: dict[str, str] | None = None,
+) -> list[str]:
+    """Add the columns of ``types`` (name -> Spark SQL type) that the table at ``path`` lacks, as nullable
+    columns (null in every existing row), with their comments: how a table written by an earlier elmo-lake
+    gains a column a stage writes now. One commit (ALTER TABLE ... ADD COLUMNS); returns the names added."""
+    resolved = resolve_engine(spark, engine)
+    present = set(read_delta(spark, path, resolved).columns)
+    missing = [
+        (name, kind, (comments or {}).get(name)) for name, kind in types.items() if name not in present
+    ]
+    if missing:
+        if resolved == "spark":
+            connector.add_columns(spark, path, missing)
+        else:
+            delta_rs.add_columns(path, missing)
+    return [name for name, _, _ in missing]
+
+
 def append_on_snapshot(
     df: DataFrame, path: str, cfg, version: int | None, keys: list[str], description: str, **options
 ) -> WriteResult:

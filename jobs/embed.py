@@ -1,7 +1,7 @@
 """Embed job: a Delta table of cleaned tokens -> a Delta table of ELMo embeddings, one row per document.
 
     ./spark-submit.sh jobs/embed.py --input CLEAN_TABLE --output EMBEDDINGS_TABLE --model MODEL [--layer L]
-                                    [--pooling P] [--sets L/P,L/P,...]
+                                    [--pooling P] [--sets L/P,L/P,...] [--rejects TABLE]
 
 MODEL is any model spec (udfs/elmo/model_source.py): a native folder, an unpacked TF Hub module, a file:// URL,
 a TF Hub handle (fetched on the driver into $TFHUB_CACHE_DIR), or an hdfs:// / s3a:// / dbfs: path (copied on
@@ -14,12 +14,15 @@ vector per token, only when pooling is 'none'); ``dim`` (length of each vector);
 models never mix); ``created_at`` (UTC). Layer 'all' concatenates the layers' vectors; pooling 'mean_max' is the
 mean vector then the max vector. A run embeds only the ids that have no row yet for this model, layer and
 pooling, so re-running after a crash or on a grown input adds exactly the missing rows. ``--sets`` writes several
-(layer, pooling) sets from one pass of the model: each document runs once, for every set it lacks.
+(layer, pooling) sets from one pass of the model: each document runs once, for every set it lacks. A document the model fails on is
+quarantined in the rejects table (default EMBEDDINGS_TABLE_rejects) with its reason, and retried by the next run
+(``jobs/quarantine.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import shutil
 import sys
@@ -44,12 +47,14 @@ from jobs.delta_tables import (
 )
 from jobs.errors import ConfigError, InputError
 from jobs.paths import default_model
+from jobs.quarantine import Quarantined, quarantine, rejects_table_for, warning_line, with_retry_flag
 from jobs.session import default_parallelism, get_spark, release, reuse, runs_locally, ship_archive, ship_code
 from udfs.elmo.hub_runner import hub_model_id
 from udfs.elmo.model_source import resolve
 from udfs.elmo.options import BilmOptions, ModelFormatError
 from udfs.elmo.runtime import model_files, model_id_of, with_precision
 from udfs.embed import OUTPUT_SCHEMA, EmbedSpec, make_embed_function
+from udfs.row_failures import fault_pattern
 
 EMBEDDINGS_DESCRIPTION = (
     "elmo-lake ELMo embeddings: one row per document and (model_id, layer, pooling). embedding: pooled vector "
@@ -79,6 +84,7 @@ class EmbedSummary:
     tokens: int
     seconds: float
     version: int | None
+    quarantined: Quarantined | None = None
 
 
 @dataclass(frozen=True)
@@ -244,15 +250,18 @@ def check_sets(sets: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def embed_documents(clean: DataFrame, spec: EmbedSpec, model: ResolvedModel, partitions: int) -> DataFrame:
-    """clean rows (id, tokens) -> embedding rows (OUTPUT_COLUMNS), one per document and set. No I/O."""
+    """clean rows (id, tokens[, retry]) -> embedding rows (OUTPUT_COLUMNS), one per document and set. No I/O.
+    A document the model fails on gets no row (``retry``: see ``jobs/quarantine.with_retry_flag``)."""
     created = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     has_tokens = token_count() > 0
     with_tokens = (
         clean.where(has_tokens)
-        .select("id", "tokens")
+        .select("id", "tokens", *(["retry"] if "retry" in clean.columns else []))
         .repartition(partitions)
         .sortWithinPartitions(F.size("tokens"))  # similar lengths meet in one Arrow batch: less padding
         .mapInArrow(make_embed_function(spec), OUTPUT_SCHEMA)
+        .where(F.col("error").isNull())  # a failed document gets no row: the stage quarantines it
+        .drop("error")
     )
     sets = clean.sparkSession.createDataFrame(list(spec.sets), "layer string, pooling string")
     without = (
@@ -296,6 +305,7 @@ def run(
     layer: str | None = None,
     pooling: str | None = None,
     sets: list[tuple[str, str]] | None = None,
+    rejects_table: str | None = None,
 ) -> EmbedSummary:
     """Embed the documents of ``input_table`` that ``output_table`` lacks, for one (layer, pooling) set (the
     arguments, else the config's) or for several ``sets`` at once: one model pass gives a document every set
@@ -312,7 +322,11 @@ def run(
         )
     clean = clean.select("id", "tokens")
     return retry_once_on_conflict(
-        "embed", output_table, lambda: _embed_missing(spark, cfg, clean, output_table, model, sets)
+        "embed",
+        output_table,
+        lambda: _embed_missing(
+            spark, cfg, clean, output_table, rejects_table or rejects_table_for(output_table), model, sets
+        ),
     )
 
 
@@ -327,6 +341,7 @@ def _embed_missing(
     cfg: Config,
     clean: DataFrame,
     output_table: str,
+    rejects_table: str,
     model: ResolvedModel,
     sets: list[tuple[str, str]],
 ) -> EmbedSummary:
@@ -376,6 +391,8 @@ def _embed_missing(
         threads=cfg.embed.threads_per_task,
         token_cache_mb=cfg.embed.token_cache_mb,
         precision=cfg.embed.precision,
+        max_reject_fraction=cfg.embed.max_reject_fraction,
+        fault=fault_pattern("embed"),
     )
     partitions = cfg.embed.partitions or default_parallelism(spark)
     log(
@@ -384,7 +401,9 @@ def _embed_missing(
         f"{partitions} partitions",
     )
     start = time.perf_counter()
-    rows_out = embed_documents(clean, spec, model, partitions)
+    rows_out = embed_documents(
+        with_retry_flag(spark, cfg, clean, "embed", rejects_table), spec, model, partitions
+    )
     if missing_pairs is not None:  # a document may have had some of the sets already
         rows_out = rows_out.join(missing_pairs, ["id", "layer", "pooling"], "left_semi")
     try:
@@ -399,10 +418,64 @@ def _embed_missing(
             comments=EMBEDDINGS_COMMENTS,
             user_metadata=commit_metadata("embed", model_id=model.model_id, sets=describe_sets(sets)),
         )
+        took = time.perf_counter() - start
+        quarantined = quarantine(
+            spark,
+            cfg,
+            "embed",
+            still_missing(spark, cfg, clean, missing_pairs, output_table, result.version, model, sets),
+            lambda failed: model_failures(failed, spec),
+            rejects_table,
+            f"{model.model_id} ({describe_sets(sets)})",
+        )
     finally:
         release(clean)
-    took = time.perf_counter() - start
-    return EmbedSummary(output_table, model.model_id, rows - without, without, tokens, took, result.version)
+    failed = quarantined.documents if quarantined else 0
+    return EmbedSummary(
+        output_table,
+        model.model_id,
+        rows - without - failed,
+        without,
+        tokens,
+        took,
+        result.version,
+        quarantined,
+    )
+
+
+def still_missing(
+    spark: SparkSession,
+    cfg: Config,
+    clean: DataFrame,
+    missing_pairs: DataFrame | None,
+    output_table: str,
+    version: int | None,
+    model: ResolvedModel,
+    sets: list[tuple[str, str]],
+) -> DataFrame:
+    """The clean rows this run was given that still lack a row (for some set) at ``version``: they failed."""
+    written = read_delta(spark, output_table, cfg.delta.engine, version).where(
+        F.col("model_id") == model.model_id
+    )
+    if missing_pairs is None:
+        present = written.where(embedding_set(model.model_id, *sets[0])).select("id")
+        return clean.join(present, "id", "left_anti")
+    lacking = missing_pairs.join(
+        written.select("id", "layer", "pooling"), ["id", "layer", "pooling"], "left_anti"
+    )
+    return clean.join(lacking.select("id").distinct(), "id", "left_semi")
+
+
+def model_failures(failed: DataFrame, spec: EmbedSpec) -> DataFrame:
+    """(id, reason) of the clean rows ``failed``, run through the model again, one at a time where need be."""
+    body = make_embed_function(dataclasses.replace(spec, max_reject_fraction=1.0))
+    return (
+        failed.where(token_count() > 0)
+        .select("id", "tokens")
+        .mapInArrow(body, OUTPUT_SCHEMA)
+        .select("id", F.col("error").alias("reason"))
+        .distinct()
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -434,6 +507,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="several layer/pooling sets from one pass of the model, e.g. elmo/mean,all/max "
         "(instead of --layer/--pooling)",
     )
+    parser.add_argument(
+        "--rejects",
+        default=None,
+        help="Delta table of the documents the model failed on (default: OUTPUT_rejects)",
+    )
     return parser
 
 
@@ -459,13 +537,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = load_config(args.conf, [*args.set, *overrides])
         sets = parse_sets(args.sets) if args.sets else None
         spark = get_spark(cfg)
-        summary = run(spark, cfg, args.input, args.output, args.model, sets=sets)
+        summary = run(spark, cfg, args.input, args.output, args.model, sets=sets, rejects_table=args.rejects)
         rate = summary.tokens / summary.seconds if summary.seconds else 0.0
         log(
             "embed",
             f"embedded {summary.embedded} documents ({summary.without_tokens} without tokens: null) in "
             f"{summary.seconds:.1f} s, {rate:,.0f} tokens/s",
         )
+        if summary.quarantined and summary.quarantined.documents:
+            log("embed", warning_line("embed", summary.quarantined))
         print(f"embeddings: {args.output} (Delta, version {summary.version}, model {summary.model_id})")
         print(f"delta engine: {engine_name(spark, cfg.delta.engine)}")
         return 0

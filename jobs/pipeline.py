@@ -34,6 +34,7 @@ from jobs.config import Config
 from jobs.delta_tables import engine_name, read_delta, resolve_engine, snapshot_version, table_exists
 from jobs.embed import embedding_set
 from jobs.paths import default_model, default_sample, default_score_sample, join, local_path, spark_path
+from jobs.quarantine import rejects_table_for, warning_line
 from jobs.report import write_report
 from jobs.session import get_spark
 from jobs.table_names import check_schema_name, refuse_on_delta_rs, register
@@ -83,6 +84,16 @@ def train_signature(
     return hashlib.sha256(content.encode()).hexdigest()[:16]
 
 
+def quarantine_note(stage: str, summaries) -> str:
+    """'' or the stage's warning line for the documents it quarantined (the first table's, then the other's)."""
+    lines = [
+        warning_line(stage, s.quarantined)
+        for s in summaries
+        if s and s.quarantined and s.quarantined.documents
+    ]
+    return "".join(f"; {line}" for line in lines)
+
+
 def register_tables(spark: SparkSession, cfg: Config, schema: str, tables: dict[str, str]) -> list[str]:
     """``--schema``: each Delta table the pipeline wrote, registered as SCHEMA.<folder name> (an external table
     over DIR/<folder>: descriptions and column comments come from the table itself). Returns the names."""
@@ -92,8 +103,11 @@ def register_tables(spark: SparkSession, cfg: Config, schema: str, tables: dict[
     paths = {
         name: path for name, path in tables.items() if name != "classifier"
     }  # the classifier is a folder
-    for documents in ("train_documents", "score_documents"):  # ingest's rejects, beside (as run() names them)
-        paths[f"{documents}_rejects"] = tables[documents] + "_rejects"
+    # the stages' rejects tables, beside their outputs (as the stages name them), where a stage wrote one
+    for table in ("train_documents", "score_documents", "train_clean", "score_clean"):
+        paths[f"{table}_rejects"] = tables[table] + "_rejects"
+    for table in ("train_embeddings", "score_embeddings"):
+        paths[f"{table}_rejects"] = rejects_table_for(tables[table])
     for folder, path in paths.items():
         if table_exists(spark, path, cfg.delta.engine):
             register(spark, f"{schema}.{folder}", path)
@@ -144,7 +158,10 @@ def run(
             clean.run(spark, cfg, t["train_documents"], t["train_clean"]),
             clean.run(spark, cfg, t["score_documents"], t["score_clean"]),
         ),
-        note=lambda r: f"{r[0].cleaned + r[1].cleaned} documents cleaned ({r[0].empty + r[1].empty} empty)",
+        note=lambda r: (
+            f"{r[0].cleaned + r[1].cleaned} documents cleaned ({r[0].empty + r[1].empty} empty)"
+            + quarantine_note("clean", r)
+        ),
     )
     select = cfg.train.select
     # with train.select the training table gets every set the choice needs (one model pass for all of them),
@@ -163,7 +180,7 @@ def run(
         ),
         note=lambda r: (
             f"{r[0].embedded + (r[1].embedded if r[1] else 0)} documents embedded with "
-            f"{r[0].model_id} ({embed.describe_sets(train_sets)})"
+            f"{r[0].model_id} ({embed.describe_sets(train_sets)})" + quarantine_note("embed", r)
         ),
     )
 

@@ -31,7 +31,18 @@ _FILE_ENDINGS = frozenset(
     "csv tsv txt json jsonl ndjson parquet orc avro xml gz bz2 zip zst tar tgz delta hdf5 h5 html".split()
 )
 # The job options that name tables (a job's --input may be a file instead: endings and existing paths decide).
-TABLE_OPTIONS = ("table", "input", "output", "embeddings", "labels", "clean", "runs", "vocabulary", "schema")
+TABLE_OPTIONS = (
+    "table",
+    "input",
+    "output",
+    "rejects",
+    "embeddings",
+    "labels",
+    "clean",
+    "runs",
+    "vocabulary",
+    "schema",
+)
 
 
 def is_table_name(value: object) -> bool:

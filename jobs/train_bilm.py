@@ -69,8 +69,9 @@ def corpus_tokens(spark: SparkSession, cfg: Config, path: str, fmt: str) -> Data
         settings,
         model,
         settings.fingerprint(model, version),
+        cfg.clean.max_reject_fraction,
     )
-    return cleaned.select("tokens")
+    return cleaned.where(F.col("error").isNull()).select("tokens")  # a text spaCy fails on is left out
 
 
 def split_sentences(tokens: list[str], split: bool) -> list[list[str]]:

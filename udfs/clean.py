@@ -44,6 +44,7 @@ class CleanSettings:
     spacy_model: str = "en_core_web_sm"
     spacy_fallback: str = "none"  # none | blank (blank English + lookup lemmatizer, spacy-lookups-data)
     spacy_batch_size: int = 256
+    max_chars: int = 100_000  # a longer text (after the steps before lemmatization) is cut at whitespace
 
     def fingerprint(self, spacy_model: str, spacy_version: str) -> str:
         """A hash of every setting that changes the output, and the spaCy model actually used."""
@@ -166,17 +167,35 @@ def pieces_of(text: str, limit: int) -> list[str]:
     return pieces
 
 
+def cap(text: str, max_chars: int) -> tuple[str, bool]:
+    """``text`` cut to at most ``max_chars`` characters at the last whitespace before the limit (a run without
+    whitespace is cut inside), and whether it was cut."""
+    if len(text) <= max_chars:
+        return text, False
+    cut = next((i for i in range(max_chars, 0, -1) if text[i].isspace()), max_chars)
+    return text[:cut].rstrip(), True
+
+
 def clean_texts(
     texts: list[str | None], settings: CleanSettings, model: str | None = None, piece_chars: int = PIECE_CHARS
 ) -> list[list[str]]:
     """Texts -> their tokens after cleaning (lemmas when ``settings.lemmatize``); an empty list when nothing is left.
 
-    A text longer than ``piece_chars`` (or than the pipeline's ``max_length``) goes through spaCy in pieces cut
-    at whitespace, its tokens joined in order: the tokens one pass would give, where the tagger's context at a
-    cut does not change a lemma."""
-    prepared = [prepare_text(t, settings) for t in texts]
+    A text is first cut to ``settings.max_chars`` (see ``cap``). A text longer than ``piece_chars`` (or than the
+    pipeline's ``max_length``) goes through spaCy in pieces cut at whitespace, its tokens joined in order: the
+    tokens one pass would give, where the tagger's context at a cut does not change a lemma."""
+    return clean_and_flag(texts, settings, model, piece_chars)[0]
+
+
+def clean_and_flag(
+    texts: list[str | None], settings: CleanSettings, model: str | None = None, piece_chars: int = PIECE_CHARS
+) -> tuple[list[list[str]], list[bool]]:
+    """``clean_texts``, and for each text whether ``settings.max_chars`` cut it."""
+    capped = [cap(prepare_text(t, settings), settings.max_chars) for t in texts]
+    prepared = [text for text, _ in capped]
+    truncated = [cut for _, cut in capped]
     if not settings.lemmatize:
-        return [[restore(tok) for tok in text.split()] for text in prepared]
+        return [[restore(tok) for tok in text.split()] for text in prepared], truncated
     nlp = load_pipeline(model or settings.spacy_model)
     limit = min(piece_chars, nlp.max_length - 1)
     owners, pieces = [], []
@@ -190,15 +209,36 @@ def clean_texts(
         if settings.lowercase:
             lemmas = [lemma.lower() for lemma in lemmas]
         out[owner].extend(restore(lemma) for lemma in lemmas if lemma.strip())
-    return out
+    return out, truncated
 
 
-def make_clean_function(settings: CleanSettings, model: str):
-    """The iterator pandas UDF body: a Series of texts per Arrow batch -> (clean_text, tokens) per row."""
+def make_clean_function(
+    settings: CleanSettings, model: str, max_reject_fraction: float = 1.0, fault: str | None = None
+):
+    """The iterator pandas UDF body: (id, text, retry) Series per Arrow batch -> (clean_text, tokens, truncated,
+    error) per row. A row that fails has null output and its reason in ``error`` (see ``udfs/row_failures.py``);
+    ``retry`` marks rows an earlier run quarantined."""
+    from udfs.row_failures import FailureGuard, check_fault, run_rows
 
-    def clean_batches(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        for texts in batches:
-            tokens = clean_texts(texts.tolist(), settings, model)
-            yield pd.DataFrame({"clean_text": [" ".join(t) for t in tokens], "tokens": tokens})
+    def clean_one_batch(texts: list[str | None]) -> list[tuple[list[str], bool]]:
+        for text in texts:
+            check_fault(fault, text or "", "clean")
+        tokens, truncated = clean_and_flag(texts, settings, model)
+        return list(zip(tokens, truncated, strict=True))
+
+    def clean_batches(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
+        guard = FailureGuard("clean", max_reject_fraction)
+        for ids, texts, retries in batches:
+            results, reasons = run_rows(texts.tolist(), clean_one_batch)
+            guard.add(ids.tolist(), reasons, retries.tolist())
+            yield pd.DataFrame(
+                {
+                    "clean_text": [None if r is None else " ".join(r[0]) for r in results],
+                    "tokens": [None if r is None else r[0] for r in results],
+                    "truncated": [None if r is None else r[1] for r in results],
+                    "error": reasons,
+                }
+            )
+        guard.check()
 
     return clean_batches

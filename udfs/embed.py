@@ -35,10 +35,13 @@ class EmbedSpec:
     model_id: str = ""  # as the driver computed it ("" = compute on the worker)
     token_cache_mb: int = -1  # the runtime's token cache (-1 = sized for the machine, 0 = off)
     precision: str = "float32"
+    max_reject_fraction: float = 1.0  # a task with a larger share of failed rows fails (udfs/row_failures.py)
+    fault: str | None = None  # ELMO_LAKE_FAIL_EMBED, a drill's pattern
 
 
 OUTPUT_SCHEMA = (
-    "id string, layer string, pooling string, embedding array<float>, token_embeddings array<array<float>>"
+    "id string, layer string, pooling string, embedding array<float>, token_embeddings array<array<float>>, "
+    "error string"
 )
 
 
@@ -218,10 +221,21 @@ def set_columns(vectors: list[np.ndarray | None], layer: str, pooling: str) -> t
 
 
 def make_embed_function(spec: EmbedSpec):
-    """The ``mapInArrow`` body: batches of (id, tokens) -> batches of OUTPUT_SCHEMA, one per set."""
+    """The ``mapInArrow`` body: batches of (id, tokens[, retry]) -> batches of OUTPUT_SCHEMA, one per set. A
+    document the model fails on gets, for each set, null vectors and its reason in ``error`` (see
+    ``udfs/row_failures.py``); ``retry`` marks documents an earlier run quarantined."""
+    from udfs.row_failures import FailureGuard, check_fault, run_rows
 
     def embed_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         model, rows, n_tokens, before = None, 0, 0, None
+        guard = FailureGuard("embed", spec.max_reject_fraction)
+
+        def run_model(sentences):
+            for sentence in sentences:
+                check_fault(spec.fault, " ".join(sentence), "embed")
+            with _device_scope(spec.backend, gpu):
+                return model.embed_sets(sentences, spec.sets)
+
         for batch in batches:
             if batch.num_rows == 0:
                 continue
@@ -233,10 +247,14 @@ def make_embed_function(spec: EmbedSpec):
             rows += batch.num_rows
             n_tokens += sum(len(t) for t in tokens if t)
             sentences = [t or [] for t in tokens]
-            with _device_scope(spec.backend, gpu):
-                per_sentence = model.embed_sets(sentences, spec.sets)
+            per_sentence, reasons = run_rows(sentences, run_model)
+            retries = batch.column("retry").to_pylist() if "retry" in batch.schema.names else None
+            guard.add(batch.column("id").to_pylist(), reasons, retries)
+            error = pa.array(reasons, pa.string())
             for k, (layer, pooling) in enumerate(spec.sets):
-                vectors = [None if not s else v[k] for s, v in zip(sentences, per_sentence, strict=True)]
+                vectors = [
+                    None if not s or v is None else v[k] for s, v in zip(sentences, per_sentence, strict=True)
+                ]
                 embedding, token_embeddings = set_columns(vectors, layer, pooling)
                 yield pa.RecordBatch.from_arrays(
                     [
@@ -245,11 +263,13 @@ def make_embed_function(spec: EmbedSpec):
                         pa.array([pooling] * batch.num_rows, pa.string()),
                         embedding,
                         token_embeddings,
+                        error,
                     ],
-                    names=["id", "layer", "pooling", "embedding", "token_embeddings"],
+                    names=["id", "layer", "pooling", "embedding", "token_embeddings", "error"],
                 )
         if model is not None:
             print(task_summary(model, gpu, rows, n_tokens, before), file=sys.stderr, flush=True)
+        guard.check()
 
     return embed_batches
 
