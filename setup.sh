@@ -76,9 +76,9 @@ fi
 
 # The Delta Lake connector's jars, resolved once through Spark's own --packages into build/ (later runs reuse
 # them). Without Maven Central the jobs still run, on the delta-rs engine, and say so.
-if ! PYTHONPATH="$PWD" "$PY" -m jobs.delta_connector_jars status >/dev/null 2>&1; then
+if ! PYTHONPATH="$PWD" "$PY" -m jobs.platform.delta_connector_jars status >/dev/null 2>&1; then
   echo "setup.sh: fetching the Delta Lake connector's jars (once)" >&2
-  PYTHONPATH="$PWD" "$PY" -m jobs.delta_connector_jars fetch >&2 ||
+  PYTHONPATH="$PWD" "$PY" -m jobs.platform.delta_connector_jars fetch >&2 ||
     echo "setup.sh: continuing without the Delta connector: jobs use the delta-rs engine" >&2
 fi
 
@@ -91,6 +91,6 @@ fi
 if [[ "$mode" == "test" ]]; then
   "$PY" -m ruff check .
   "$PY" -m ruff format --check .
-  exec "$PY" -m pytest -m "slow or not slow" "$@"
+  exec "$PY" -m pytest -m "slow or not slow" --durations=25 "$@"  # the 25 slowest, to keep the suite short
 fi
 echo "setup.sh: ready ($PY)" >&2

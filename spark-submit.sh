@@ -86,9 +86,9 @@ export PYSPARK_PYTHON="${PYSPARK_PYTHON:-$PY}"
 export PYSPARK_DRIVER_PYTHON="${PYSPARK_DRIVER_PYTHON:-$PY}"
 export ELMO_LAKE_HOME="$HERE"
 
-# Pack the code: one zip per content, so concurrent launches never overwrite each other's (jobs/code_package.py).
+# Pack the code: one zip per content, so concurrent launches never overwrite each other's (jobs/platform/code_package.py).
 build="$HERE/build"
-zip_path="$(PYTHONPATH="$HERE" "$PY" -m jobs.code_package "$build")" || exit 1
+zip_path="$(PYTHONPATH="$HERE" "$PY" -m jobs.platform.code_package "$build")" || exit 1
 # The entry script lives outside jobs/ so the job's folder never shadows other modules on sys.path.
 entry="$build/run_job.py"
 if [[ ! -f "$entry" ]]; then
@@ -109,7 +109,7 @@ for ((i = 0; i < ${#submit_opts[@]}; i++)); do
 done
 submit_opts=("${classic_opts[@]+"${classic_opts[@]}"}")
 if [[ -z "$remote" ]]; then
-  remote="$(cd "$HERE" && PYTHONPATH="$HERE" "$PY" -m jobs.launch_args --remote-only "${job_args[@]}")" || exit 1
+  remote="$(cd "$HERE" && PYTHONPATH="$HERE" "$PY" -m jobs.platform.launch_args --remote-only "${job_args[@]}")" || exit 1
 fi
 if [[ -n "$remote" ]]; then
   connect_args=()
@@ -130,7 +130,7 @@ fi
 
 # The job's config, as spark-submit options (before the user's, which win).
 config_opts=()
-config_out="$(cd "$HERE" && PYTHONPATH="$HERE" "$PY" -m jobs.launch_args "${job_args[@]}" | tr '\0' '\n')" || exit 1
+config_out="$(cd "$HERE" && PYTHONPATH="$HERE" "$PY" -m jobs.platform.launch_args "${job_args[@]}" | tr '\0' '\n')" || exit 1
 while IFS= read -r line; do [[ -n "$line" ]] && config_opts+=("$line"); done <<<"$config_out"
 
 # The Delta connector's --jars (from the config, when installed) join the user's own --jars instead of losing to

@@ -17,10 +17,10 @@ import time
 
 from pyspark.sql import functions as F
 
-from jobs.config import load_config
-from jobs.delta_tables import read_delta, write_delta
 from jobs.ingest import run as ingest
-from jobs.session import get_spark
+from jobs.lake.delta_tables import read_delta, write_delta
+from jobs.platform.config import load_config
+from jobs.platform.session import get_spark
 
 WORDS = "phone battery screen update love hate camera laptop tablet charger fast slow great broken #tech @user".split()
 

@@ -69,8 +69,8 @@ def run_size(rows: int, cores: int) -> dict:
     from jobs import clean as clean_job
     from jobs import embed as embed_job
     from jobs import ingest as ingest_job
-    from jobs.config import load_config
-    from jobs.session import get_spark
+    from jobs.platform.config import load_config
+    from jobs.platform.session import get_spark
 
     work = Path(tempfile.mkdtemp(prefix=f"bench-scale-{rows}-"))
     cfg = load_config(

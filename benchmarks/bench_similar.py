@@ -79,9 +79,9 @@ def main() -> int:
         sys.exit("bench_similar: faiss is not installed: .venv/bin/pip install faiss-cpu")
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from jobs.config import load_config
-    from jobs.delta_tables import read_delta
-    from jobs.session import get_spark
+    from jobs.lake.delta_tables import read_delta
+    from jobs.platform.config import load_config
+    from jobs.platform.session import get_spark
     from jobs.similar import local_set_files, top_k
 
     spark = get_spark(

@@ -74,8 +74,8 @@ def main() -> None:
 
     from jobs import clean as clean_job
     from jobs import embed as embed_job
-    from jobs.config import load_config
-    from jobs.session import get_spark
+    from jobs.platform.config import load_config
+    from jobs.platform.session import get_spark
 
     work = Path(tempfile.mkdtemp(prefix="bench-stages-"))
     settings = [

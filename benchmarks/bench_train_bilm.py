@@ -10,8 +10,8 @@ import os
 import platform
 import time
 
-from jobs.bilm_training import BilmTrainer, build_vocabulary, tokens_per_step
-from jobs.config import load_config
+from jobs.learning.bilm_training import BilmTrainer, build_vocabulary, tokens_per_step
+from jobs.platform.config import load_config
 from jobs.train_bilm import train_settings
 from udfs.elmo.bench import synthetic_sentences
 

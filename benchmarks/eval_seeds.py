@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from jobs import train
-    from jobs.config import load_config
-    from jobs.session import get_spark
+    from jobs.platform.config import load_config
+    from jobs.platform.session import get_spark
 
     out = Path(args.out).resolve()
     base = ["spark.master=local[2]", "delta.engine=delta-rs", "spark.log_level=ERROR", *args.set]

@@ -31,11 +31,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from pyspark.sql import functions as F
 
-    from jobs.classifier import arrow_matrix, arrow_vector, stratified_split
-    from jobs.config import load_config
-    from jobs.delta_tables import read_delta
-    from jobs.embed import embedding_set
-    from jobs.selection import (
+    from jobs.lake.delta_tables import read_delta
+    from jobs.lake.embedding_sets import embedding_set
+    from jobs.learning.classifier import arrow_matrix, arrow_vector, stratified_split
+    from jobs.learning.selection import (
         METRICS,
         RULES,
         candidate_sets,
@@ -45,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         grid_scores,
         summarise,
     )
-    from jobs.session import get_spark
+    from jobs.platform.config import load_config
+    from jobs.platform.session import get_spark
     from jobs.train import embedding_keys, labelled_documents
 
     out = Path(args.out).resolve()

@@ -6,7 +6,7 @@ Output columns: ``id``, ``clean_text``, ``tokens`` (array<string>), ``empty`` (n
 tokens), ``truncated`` (the text was cut to ``clean.max_chars``), ``clean_fingerprint`` (a hash of the cleaning
 settings and spaCy model). Re-running adds only ids that are not cleaned yet; a run with other settings
 re-cleans the whole table. A document that cannot be cleaned is quarantined in the rejects table (default
-CLEAN_TABLE_rejects) with its reason, and retried by the next run (``jobs/quarantine.py``).
+CLEAN_TABLE_rejects) with its reason, and retried by the next run (``jobs/lake/quarantine.py``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 
-from jobs.cli import job_parser, log, run_job
-from jobs.config import Config
-from jobs.delta_tables import (
+from jobs.lake.delta_tables import (
     add_missing_columns,
     commit_metadata,
     engine_name,
@@ -31,9 +29,11 @@ from jobs.delta_tables import (
     snapshot_version,
     write_delta,
 )
-from jobs.errors import InputError, SetupError
-from jobs.quarantine import Quarantined, quarantine, rejects_table_for, warning_line, with_retry_flag
-from jobs.session import default_parallelism, get_spark, release, reuse, ship_code
+from jobs.lake.quarantine import Quarantined, quarantine, rejects_table_for, warning_line, with_retry_flag
+from jobs.platform.cli import job_parser, log, run_job
+from jobs.platform.config import Config
+from jobs.platform.errors import InputError, SetupError
+from jobs.platform.session import default_parallelism, get_spark, release, reuse, ship_code
 from udfs.clean import CleanSettings, SpacyModelMissing, make_clean_function, resolve_spacy_model
 from udfs.row_failures import fault_pattern
 
@@ -218,21 +218,23 @@ def _clean_missing(
             staging_max_age_hours=cfg.delta.staging_max_age_hours,
             user_metadata=commit_metadata("clean", spacy_model=model, clean_fingerprint=fingerprint),
         )
-        # the documents given that still have no row: they failed (run them again for the reason)
-        failed = docs.join(
-            read_delta(spark, output_table, engine, result.version).select("id"), "id", "left_anti"
-        )
-        quarantined = quarantine(
-            spark,
-            cfg,
-            "clean",
-            failed,
-            lambda rows: clean_documents(rows, settings, model, fingerprint, 1.0, fault).select(
-                "id", F.col("error").alias("reason")
-            ),
-            rejects_table,
-            fingerprint,
-        )
+        quarantined = None
+        if (
+            result.num_records != todo
+        ):  # some documents given have no row: they failed (run them for the reason)
+            quarantined = quarantine(
+                spark,
+                cfg,
+                "clean",
+                docs.join(
+                    read_delta(spark, output_table, engine, result.version).select("id"), "id", "left_anti"
+                ),
+                lambda rows: clean_documents(rows, settings, model, fingerprint, 1.0, fault).select(
+                    "id", F.col("error").alias("reason")
+                ),
+                rejects_table,
+                fingerprint,
+            )
     finally:
         release(docs)
     # spaCy runs once: the new empty rows are counted in the table (one boolean column), not by cleaning twice

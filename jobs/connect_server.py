@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from jobs.errors import ElmoLakeError
-from jobs.session import ensure_java
+from jobs.platform.errors import ElmoLakeError
+from jobs.platform.java import ensure_java
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
@@ -32,7 +32,7 @@ SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 def server_command(
     port: int, master: str, settings: dict[str, str] | None = None, delta: bool = True
 ) -> list[str]:
-    from jobs.delta_connector_jars import installed, session_settings, spark_home
+    from jobs.platform.delta_connector_jars import installed, session_settings, spark_home
 
     home = spark_home()
     conf = {
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     except ElmoLakeError as exc:
         print(f"connect_server: error: {exc}", file=sys.stderr)
         return 1
-    from jobs.delta_connector_jars import installed
+    from jobs.platform.delta_connector_jars import installed
 
     connector = installed() if not args.without_delta else None
     delta = f"with the Delta connector {connector.version}" if connector else "without the Delta connector"

@@ -16,7 +16,7 @@ mean vector then the max vector. A run embeds only the ids that have no row yet 
 pooling, so re-running after a crash or on a grown input adds exactly the missing rows. ``--sets`` writes several
 (layer, pooling) sets from one pass of the model: each document runs once, for every set it lacks. A document the model fails on is
 quarantined in the rejects table (default EMBEDDINGS_TABLE_rejects) with its reason, and retried by the next run
-(``jobs/quarantine.py``).
+(``jobs/lake/quarantine.py``).
 """
 
 from __future__ import annotations
@@ -35,9 +35,7 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.cli import job_parser, log, run_job
-from jobs.config import Config
-from jobs.delta_tables import (
+from jobs.lake.delta_tables import (
     append_on_snapshot,
     commit_metadata,
     engine_name,
@@ -45,10 +43,21 @@ from jobs.delta_tables import (
     retry_once_on_conflict,
     rows_missing_from,
 )
-from jobs.errors import ConfigError, InputError
-from jobs.paths import default_model
-from jobs.quarantine import Quarantined, quarantine, rejects_table_for, warning_line, with_retry_flag
-from jobs.session import default_parallelism, get_spark, release, reuse, runs_locally, ship_archive, ship_code
+from jobs.lake.embedding_sets import embedding_set
+from jobs.lake.quarantine import Quarantined, quarantine, rejects_table_for, warning_line, with_retry_flag
+from jobs.platform.cli import job_parser, log, run_job
+from jobs.platform.config import Config
+from jobs.platform.errors import ConfigError, InputError
+from jobs.platform.paths import default_model
+from jobs.platform.session import (
+    default_parallelism,
+    get_spark,
+    release,
+    reuse,
+    runs_locally,
+    ship_archive,
+    ship_code,
+)
 from udfs.elmo.hub_runner import hub_model_id
 from udfs.elmo.model_source import resolve
 from udfs.elmo.options import BilmOptions, ModelFormatError
@@ -206,11 +215,6 @@ def copy_from_hadoop(spark: SparkSession, spec: str) -> str:
         raise InputError(f"--model {spec} holds no files")
     log("embed", f"copied {spec} ({copied} files) to {target}")
     return str(target)
-
-
-def embedding_set(model_id: str, layer: str, pooling: str) -> Column:
-    """The rows of one (model_id, layer, pooling) set in an embedding table."""
-    return (F.col("model_id") == model_id) & (F.col("layer") == layer) & (F.col("pooling") == pooling)
 
 
 def token_count() -> Column:
@@ -419,15 +423,19 @@ def _embed_missing(
             user_metadata=commit_metadata("embed", model_id=model.model_id, sets=describe_sets(sets)),
         )
         took = time.perf_counter() - start
-        quarantined = quarantine(
-            spark,
-            cfg,
-            "embed",
-            still_missing(spark, cfg, clean, missing_pairs, output_table, result.version, model, sets),
-            lambda failed: model_failures(failed, spec),
-            rejects_table,
-            f"{model.model_id} ({describe_sets(sets)})",
-        )
+        quarantined = None
+        if (
+            len(sets) > 1 or result.num_records != rows
+        ):  # some documents have no row: the model failed on them
+            quarantined = quarantine(
+                spark,
+                cfg,
+                "embed",
+                still_missing(spark, cfg, clean, missing_pairs, output_table, result.version, model, sets),
+                lambda failed: model_failures(failed, spec),
+                rejects_table,
+                f"{model.model_id} ({describe_sets(sets)})",
+            )
     finally:
         release(clean)
     failed = quarantined.documents if quarantined else 0
@@ -532,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if overrides and args.sets:
             raise ConfigError(["give either --sets or --layer/--pooling, not both"])
         if overrides:  # validated like any other setting
-            from jobs.config import load_config
+            from jobs.platform.config import load_config
 
             cfg = load_config(args.conf, [*args.set, *overrides])
         sets = parse_sets(args.sets) if args.sets else None

@@ -14,9 +14,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from jobs.cli import job_parser, log, run_job
-from jobs.config import Config
-from jobs.errors import InputError
+from jobs.platform.cli import job_parser, log, run_job
+from jobs.platform.config import Config
+from jobs.platform.errors import InputError
 from udfs.elmo.hub_to_native import convert
 from udfs.elmo.options import ModelFormatError
 

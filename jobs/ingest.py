@@ -21,19 +21,19 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.cli import job_parser, log, run_job
-from jobs.config import Config
-from jobs.delta_tables import (
+from jobs.lake.delta_tables import (
     append_on_snapshot,
     commit_metadata,
     engine_name,
     retry_once_on_conflict,
     rows_missing_from,
 )
-from jobs.errors import ConfigError, InputError
-from jobs.paths import default_sample, spark_path
-from jobs.session import get_spark, release, reuse
-from jobs.table_names import shown
+from jobs.platform.cli import job_parser, log, run_job
+from jobs.platform.config import Config
+from jobs.platform.errors import ConfigError, InputError
+from jobs.platform.paths import default_sample, spark_path
+from jobs.platform.session import get_spark, release, reuse
+from jobs.platform.table_names import shown
 
 DOCUMENTS_DESCRIPTION = (
     "elmo-lake documents: id (string, unique), text (as ingested), label (0/1, null when unlabelled), "

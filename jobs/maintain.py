@@ -22,11 +22,11 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from jobs.cli import job_parser, log, run_job
-from jobs.config import Config
-from jobs.delta_tables import dead_writes, remove_dead_writes, resolve_engine, table_uri
-from jobs.errors import InputError, TableNotFoundError
-from jobs.session import get_spark
+from jobs.lake.delta_tables import dead_writes, remove_dead_writes, resolve_engine, table_uri
+from jobs.platform.cli import job_parser, log, run_job
+from jobs.platform.config import Config
+from jobs.platform.errors import InputError, TableNotFoundError
+from jobs.platform.session import get_spark
 
 DEFAULT_RETENTION_HOURS = 168  # Delta's default delta.deletedFileRetentionDuration: interval 1 week
 
@@ -92,7 +92,7 @@ def _run_with_connector(
     spark, cfg: Config, table: str, vacuum: bool, retention_hours: int | None, optimize: bool, apply: bool
 ) -> MaintenanceReport:
     """The connector's OPTIMIZE and VACUUM; the table is never opened through delta-rs."""
-    from jobs import delta_connector_engine as connector
+    from jobs.lake import delta_connector_engine as connector
 
     if not connector.exists(spark, table):
         raise TableNotFoundError(f"no Delta table at {table}")

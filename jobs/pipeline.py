@@ -27,17 +27,24 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from jobs import clean, embed, ingest, predict, train
-from jobs.baseline import quality_lines
-from jobs.classifier import Classifier, arrow_matrix, arrow_vector
-from jobs.cli import job_parser, log, run_job
-from jobs.config import Config
-from jobs.delta_tables import engine_name, read_delta, resolve_engine, snapshot_version, table_exists
-from jobs.embed import embedding_set
-from jobs.paths import default_model, default_sample, default_score_sample, join, local_path, spark_path
-from jobs.quarantine import rejects_table_for, warning_line
-from jobs.report import write_report
-from jobs.session import get_spark
-from jobs.table_names import check_schema_name, refuse_on_delta_rs, register
+from jobs.lake.delta_tables import engine_name, read_delta, resolve_engine, snapshot_version, table_exists
+from jobs.lake.embedding_sets import embedding_set
+from jobs.lake.quarantine import rejects_table_for, warning_line
+from jobs.learning.baseline import quality_lines
+from jobs.learning.classifier import Classifier, arrow_matrix, arrow_vector
+from jobs.learning.report import write_report
+from jobs.platform.cli import job_parser, log, run_job
+from jobs.platform.config import Config
+from jobs.platform.paths import (
+    default_model,
+    default_sample,
+    default_score_sample,
+    join,
+    local_path,
+    spark_path,
+)
+from jobs.platform.session import get_spark
+from jobs.platform.table_names import check_schema_name, refuse_on_delta_rs, register
 
 
 def sample_inputs() -> tuple[str, str]:

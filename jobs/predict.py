@@ -21,10 +21,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.classifier import Classifier
-from jobs.cli import job_parser, log, run_job
-from jobs.config import Config
-from jobs.delta_tables import (
+from jobs.lake.delta_tables import (
     append_on_snapshot,
     commit_metadata,
     engine_name,
@@ -32,10 +29,13 @@ from jobs.delta_tables import (
     retry_once_on_conflict,
     rows_missing_from,
 )
-from jobs.embed import embedding_set
-from jobs.errors import InputError
-from jobs.paths import local_path
-from jobs.session import get_spark, release, reuse
+from jobs.lake.embedding_sets import embedding_set
+from jobs.learning.classifier import Classifier
+from jobs.platform.cli import job_parser, log, run_job
+from jobs.platform.config import Config
+from jobs.platform.errors import InputError
+from jobs.platform.paths import local_path
+from jobs.platform.session import get_spark, release, reuse
 
 PREDICTIONS_DESCRIPTION = "elmo-lake predictions: id, probability of label 1, label (0/1 at the classifier's threshold), classifier_id"
 

@@ -27,13 +27,13 @@ from collections.abc import Sequence
 
 from pyspark.sql import SparkSession
 
-from jobs.cli import job_parser, log, run_job
-from jobs.config import Config
-from jobs.delta_tables import resolve_engine
-from jobs.errors import InputError, SetupError
-from jobs.session import get_spark, is_connect, want_catalog
+from jobs.lake.delta_tables import resolve_engine
+from jobs.platform.cli import job_parser, log, run_job
+from jobs.platform.config import Config
+from jobs.platform.errors import InputError, SetupError
+from jobs.platform.session import get_spark, is_connect, want_catalog
+from jobs.platform.table_names import check_schema_name, ensure_schema, quoted, refuse_on_delta_rs, register
 from jobs.sql import lake_tables, register_vector_functions
-from jobs.table_names import check_schema_name, ensure_schema, quoted, refuse_on_delta_rs, register
 
 DEFAULT_PORT = 10000
 THRIFT_SERVER = "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2"

@@ -26,12 +26,12 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.cli import job_parser, log, run_job
-from jobs.config import Config
-from jobs.delta_tables import commit_metadata, engine_name, read_delta, resolve_engine, write_delta
-from jobs.errors import InputError
-from jobs.paths import local_path
-from jobs.session import default_parallelism, get_spark, ship_code
+from jobs.lake.delta_tables import commit_metadata, engine_name, read_delta, resolve_engine, write_delta
+from jobs.platform.cli import job_parser, log, run_job
+from jobs.platform.config import Config
+from jobs.platform.errors import InputError
+from jobs.platform.paths import local_path
+from jobs.platform.session import default_parallelism, get_spark, ship_code
 from jobs.sql import write_csv
 from jobs.train import select_embeddings
 
@@ -155,7 +155,7 @@ def local_set_files(cfg: Config, path: str, key: dict, engine: str | None = None
     (the connector prunes files by its own statistics and partition values)."""
     from deltalake import DeltaTable
 
-    from jobs.delta_tables import table_uri
+    from jobs.lake.delta_tables import table_uri
 
     uri = table_uri(path)
     engine = engine or cfg.delta.engine

@@ -22,9 +22,7 @@ from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs.cli import job_parser, log, run_job
-from jobs.config import Config
-from jobs.delta_tables import (
+from jobs.lake.delta_tables import (
     commit_metadata,
     engine_name,
     open_table_filesystem,
@@ -32,9 +30,11 @@ from jobs.delta_tables import (
     table_uri,
     write_delta,
 )
-from jobs.errors import InputError
-from jobs.paths import local_path
-from jobs.session import get_spark
+from jobs.platform.cli import job_parser, log, run_job
+from jobs.platform.config import Config
+from jobs.platform.errors import InputError
+from jobs.platform.paths import local_path
+from jobs.platform.session import get_spark
 
 # SQL-language functions: the same text works in Databricks SQL (CREATE FUNCTION ... RETURN, see README).
 # {schema} is where the function's own calls of the others resolve: "" for temporary functions, "lake." for
@@ -59,7 +59,7 @@ def register_vector_functions(spark: SparkSession, schema: str | None = None) ->
     """cosine_similarity, dot_product and l2_norm: temporary SQL functions of this session (classic or Connect),
     or, given a ``schema``, persistent functions of that schema in the catalog, which every session of every
     client sees (the SQL endpoint's)."""
-    from jobs.table_names import quoted
+    from jobs.platform.table_names import quoted
 
     for name, (params, body) in VECTOR_FUNCTIONS.items():
         if schema is None:

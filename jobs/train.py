@@ -5,12 +5,12 @@
 
 Joins the embeddings with the documents' 0/1 labels, splits train/validation (stratified, seeded; 20 %
 validation by default), chooses the embedding set (layer x pooling of one model_id) and regParam by k-fold CV on
-the training split (train.select, on by default; jobs/selection.py; train.select=false trains on the one set
+the training split (train.select, on by default; jobs/learning/selection.py; train.select=false trains on the one set
 --model-id/--layer/--pooling name with train.reg_param), fits logistic regression with Spark ML (scales out) or
 scikit-learn on the driver (refused when the features would not fit the driver budget), and reports F1,
 precision, recall, ROC AUC, PR AUC and the F1-best threshold on the validation split, with a 95 % bootstrap
 interval on F1, beside the honest baseline on the same split (TF-IDF word 1-2-grams, sublinear tf,
-regularisation chosen by k-fold CV on the training split; jobs/baseline.py) and the paired interval of their
+regularisation chosen by k-fold CV on the training split; jobs/learning/baseline.py) and the paired interval of their
 difference. Saves CLASSIFIER_DIR/classifier.json (with the CV table) and appends a row to the runs table.
 """
 
@@ -27,8 +27,10 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.baseline import bootstrap_f1, compare, quality_lines, tfidf_baseline
-from jobs.classifier import (
+from jobs.lake.delta_tables import commit_metadata, engine_name, read_delta, write_delta
+from jobs.lake.embedding_sets import embedding_set
+from jobs.learning.baseline import bootstrap_f1, compare, quality_lines, tfidf_baseline
+from jobs.learning.classifier import (
     Classifier,
     arrow_vector,
     binary_metrics,
@@ -37,15 +39,13 @@ from jobs.classifier import (
     fit_spark,
     stratified_split,
 )
-from jobs.cli import job_parser, log, run_job
-from jobs.config import Config
-from jobs.delta_tables import commit_metadata, engine_name, read_delta, write_delta
-from jobs.embed import embedding_set
-from jobs.errors import InputError
-from jobs.paths import join, spark_path
-from jobs.selection import candidate_sets, choose, cross_validate, fold_column
-from jobs.selection import describe as selection_describe
-from jobs.session import get_spark, release, reuse
+from jobs.learning.selection import candidate_sets, choose, cross_validate, fold_column
+from jobs.learning.selection import describe as selection_describe
+from jobs.platform.cli import job_parser, log, run_job
+from jobs.platform.config import Config
+from jobs.platform.errors import InputError
+from jobs.platform.paths import join, spark_path
+from jobs.platform.session import get_spark, release, reuse
 
 RUNS_DESCRIPTION = (
     "elmo-lake classifier runs: one row per jobs/train.py run, with its validation metrics and lineage"

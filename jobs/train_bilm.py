@@ -4,7 +4,7 @@
 
 Spark cleans the documents (the clean stage's settings, so the model sees what the embed stage will feed it),
 splits sentences, counts words and writes the vocabulary (<S>, </S>, <UNK>, then the top words). Training then
-runs on this node (see jobs/bilm_training.py), prints progress, and checkpoints to MODEL_DIR/checkpoint.npz: a
+runs on this node (see jobs/learning/bilm_training.py), prints progress, and checkpoints to MODEL_DIR/checkpoint.npz: a
 killed run, started again with the same command, resumes there. At the end it prints the held-out perplexity of
 each direction beside a unigram baseline's and exports MODEL_DIR/options.json + weights.hdf5 (AllenNLP /
 bilm-tf format) + vocab.txt + training.json.
@@ -24,7 +24,9 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.bilm_training import (
+from jobs.clean import check_spacy, clean_documents, clean_settings
+from jobs.lake.delta_tables import read_delta
+from jobs.learning.bilm_training import (
     BilmTrainer,
     TrainSettings,
     build_vocabulary,
@@ -32,13 +34,11 @@ from jobs.bilm_training import (
     split_held_out,
     tokens_per_step,
 )
-from jobs.clean import check_spacy, clean_documents, clean_settings
-from jobs.cli import job_parser, log, run_job
-from jobs.config import Config
-from jobs.delta_tables import read_delta
-from jobs.errors import InputError
-from jobs.paths import local_path, spark_path
-from jobs.session import default_parallelism, get_spark, ship_code
+from jobs.platform.cli import job_parser, log, run_job
+from jobs.platform.config import Config
+from jobs.platform.errors import InputError
+from jobs.platform.paths import local_path, spark_path
+from jobs.platform.session import default_parallelism, get_spark, ship_code
 
 SENTENCE_END = {".", "!", "?"}
 

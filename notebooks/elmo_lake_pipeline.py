@@ -40,9 +40,9 @@ repo = os.path.dirname(os.getcwd())  # this notebook lives in notebooks/ of the 
 sys.path.insert(0, repo)
 os.environ["ELMO_LAKE_HOME"] = repo
 
-from jobs.config import load_config  # noqa: E402
-from jobs.paths import default_model  # noqa: E402
-from jobs.session import is_connect  # noqa: E402
+from jobs.platform.config import load_config  # noqa: E402
+from jobs.platform.paths import default_model  # noqa: E402
+from jobs.platform.session import is_connect  # noqa: E402
 
 cfg = load_config("databricks", overrides)
 print("Spark Connect session" if is_connect(spark) else "classic session", "| Delta engine:", cfg.delta.engine)  # noqa: F821
@@ -54,7 +54,7 @@ print("Spark Connect session" if is_connect(spark) else "classic session", "| De
 # COMMAND ----------
 
 from jobs import pipeline  # noqa: E402
-from jobs.baseline import quality_lines  # noqa: E402
+from jobs.learning.baseline import quality_lines  # noqa: E402
 
 schema = dbutils.widgets.get("schema") or None  # noqa: F821
 result = pipeline.run(spark, cfg, train_path, score_path, out, model or default_model(), engine, schema)  # noqa: F821
@@ -69,7 +69,7 @@ print("predictions:", result["predictions_csv"], "| report:", result["report_htm
 
 # COMMAND ----------
 
-from jobs.delta_tables import read_delta  # noqa: E402
+from jobs.lake.delta_tables import read_delta  # noqa: E402
 
 read_delta(spark, f"{out}/train_embeddings", cfg.delta.engine).createOrReplaceTempView("train_embeddings")  # noqa: F821
 head = spark.sql(  # noqa: F821

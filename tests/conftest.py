@@ -25,8 +25,8 @@ def shared_path(*parts: str) -> Path:
 
 @pytest.fixture(scope="session")
 def spark():
-    from jobs.config import load_config
-    from jobs.session import get_spark
+    from jobs.platform.config import load_config
+    from jobs.platform.session import get_spark
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     cfg = load_config(
@@ -46,7 +46,7 @@ def spark():
 
 @pytest.fixture(scope="session")
 def local_cfg():
-    from jobs.config import load_config
+    from jobs.platform.config import load_config
 
     return load_config("local", ["delta.engine=delta-rs"])
 
@@ -58,7 +58,7 @@ def launched_pipeline(tmp_path_factory):
     and the SQL endpoint tests. Yields (workdir, result, settings); the metastore stops at the end."""
     import subprocess
 
-    from jobs.metastore import client_jar
+    from jobs.platform.local_metastore import client_jar
     from tests.standalone import clean_env, free_port
 
     work = tmp_path_factory.mktemp("launched_pipeline")

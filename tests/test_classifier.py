@@ -12,9 +12,9 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from jobs import pipeline, predict, train
-from jobs.classifier import DriverBudgetError
-from jobs.config import load_config
-from jobs.errors import InputError
+from jobs.learning.classifier import DriverBudgetError
+from jobs.platform.config import load_config
+from jobs.platform.errors import InputError
 from tests.conftest import ROOT
 
 DIM = 8
@@ -221,7 +221,7 @@ def test_selection_chooses_the_set_and_regularisation_by_cv_on_both_engines(spar
         assert abs(row["f1"] - chosen["spark"][cell]["f1"]) <= 0.03, cell
         assert abs(row["log_loss"] - chosen["spark"][cell]["log_loss"]) <= 0.01, cell
 
-    from jobs.report import cv_table
+    from jobs.learning.report import cv_table
 
     html = cv_table(selection)
     assert "Model selection" in html and html.count("<b>") == 1 and "all / mean" in html
@@ -271,7 +271,7 @@ def word_texts(labels, seed=0):
 
 
 def test_the_honest_baseline_chooses_its_regularisation_by_cv_on_both_engines(spark):
-    from jobs.baseline import tfidf_baseline
+    from jobs.learning.baseline import tfidf_baseline
 
     n = 300
     labels = (np.arange(n) % 3 == 0).astype(int)
@@ -296,7 +296,7 @@ def test_the_honest_baseline_chooses_its_regularisation_by_cv_on_both_engines(sp
 
 
 def test_bootstrap_intervals_and_the_paired_comparison():
-    from jobs.baseline import bootstrap_f1, compare
+    from jobs.learning.baseline import bootstrap_f1, compare
 
     rng = np.random.default_rng(0)
     labels = (rng.random(2000) < 0.3).astype(int)
@@ -332,7 +332,7 @@ def test_train_reports_f1_with_its_interval_beside_the_baseline(spark, tmp_path)
     assert m["validation"]["f1_interval"][0] <= m["validation"]["f1"] <= m["validation"]["f1_interval"][1]
     assert m["tfidf_baseline"]["text"] == "raw text" and "scores" not in m["tfidf_baseline"]
     assert m["comparison"]["rows"] == m["validation"]["rows"]
-    from jobs.baseline import quality_lines
+    from jobs.learning.baseline import quality_lines
 
     lines = quality_lines(m)  # train.select is on by default: the choice comes first
     assert lines[0].startswith("embedding set selected: layer elmo, pooling mean, regParam ")
@@ -345,7 +345,7 @@ def test_train_reports_f1_with_its_interval_beside_the_baseline(spark, tmp_path)
 
 
 def test_the_selection_rules():
-    from jobs.selection import choose
+    from jobs.learning.selection import choose
 
     def cell(layer, dim, reg, f1, sd=0.012):
         return {"layer": layer, "pooling": "mean", "dim": dim, "reg_param": reg, "f1": f1, "f1_sd": sd}
@@ -397,7 +397,7 @@ def test_the_selection_rules():
 def test_log_loss_is_scikit_learns():
     from sklearn.metrics import log_loss as sk_log_loss
 
-    from jobs.selection import log_loss
+    from jobs.learning.selection import log_loss
 
     y = np.array([0, 1, 1, 0, 1])
     p = np.array([0.1, 0.8, 0.0, 0.4, 1.0])  # 0 for a positive: clipped, not infinite

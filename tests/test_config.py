@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.config import load_config
-from jobs.errors import ConfigError
+from jobs.platform.config import load_config
+from jobs.platform.errors import ConfigError
 
 
 @pytest.mark.parametrize("name", ["local", "cluster", "databricks", "gpu"])

@@ -61,7 +61,7 @@ def connect_session(url: str):
 def stages(spark, cfg, lake: Path) -> dict:
     """ingest -> clean -> embed -> train (both engines) -> predict on the built-in sample; what came out."""
     from jobs import clean, embed, ingest, predict, train
-    from jobs.paths import default_sample, default_score_sample
+    from jobs.platform.paths import default_sample, default_score_sample
 
     tables = {
         name: str(lake / name) for name in ("docs", "score", "clean", "score_clean", "emb", "score_emb")
@@ -92,9 +92,9 @@ def stages(spark, cfg, lake: Path) -> dict:
 @pytest.fixture(scope="module")
 def runs(spark, server, tmp_path_factory):
     """The same stages on classic Spark, then over Connect (delta.engine=auto: the connector on both, when installed)."""
-    from jobs.config import load_config
-    from jobs.delta_tables import resolve_engine
-    from jobs.session import default_parallelism, is_connect, reuse
+    from jobs.lake.delta_tables import resolve_engine
+    from jobs.platform.config import load_config
+    from jobs.platform.session import default_parallelism, is_connect, reuse
 
     root = tmp_path_factory.mktemp("runs")
     # few fits: the Spark engine fits (grid x folds + 1) models for the selection and for the baseline, each a few
@@ -124,7 +124,7 @@ def runs(spark, server, tmp_path_factory):
 
 def test_connect_session_facts(runs):
     _, _, facts = runs
-    from jobs.delta_connector_jars import installed
+    from jobs.platform.delta_connector_jars import installed
 
     # the server has the Delta connector where ./setup.sh installed it (the stand-in for serverless): auto finds it
     engine = "spark" if installed() else "delta-rs"
@@ -154,7 +154,7 @@ def test_every_stage_over_connect_equals_the_classic_run(runs):
 def test_model_copies_from_spark_file_systems_alike(spark, server, tmp_path):
     """Hadoop-path models (hdfs://, s3a://, dbfs:) are copied through Spark's binaryFile source, no py4j."""
     from jobs.embed import COPY_CHUNK_BYTES, copy_from_hadoop
-    from jobs.errors import InputError
+    from jobs.platform.errors import InputError
 
     source = tmp_path / "model"
     (source / "variables").mkdir(parents=True)
@@ -242,7 +242,7 @@ class Widgets:
 
 
 def test_the_databricks_notebook_runs_on_a_connect_session(server, tmp_path, monkeypatch):
-    from jobs.paths import default_sample, default_score_sample
+    from jobs.platform.paths import default_sample, default_score_sample
 
     notebook = ROOT / "notebooks" / "elmo_lake_pipeline.py"
     source = notebook.read_text()
@@ -274,7 +274,7 @@ def test_the_databricks_notebook_runs_on_a_connect_session(server, tmp_path, mon
 def test_the_bilm_corpus_stage_runs_over_connect(server, tmp_path):
     """train_bilm's Spark part (read, clean with spaCy, collect) over Connect; training itself runs here."""
     from jobs import train_bilm
-    from jobs.config import load_config
+    from jobs.platform.config import load_config
     from tests.test_train_bilm import CORPUS, TINY
 
     corpus = tmp_path / "corpus.txt"
@@ -292,7 +292,7 @@ def test_similar_sql_and_maintain_run_over_connect(server, spark, tmp_path):
     from deltalake import write_deltalake
 
     from jobs import maintain, similar, sql
-    from jobs.config import load_config
+    from jobs.platform.config import load_config
 
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((500, 16)).astype(np.float32)

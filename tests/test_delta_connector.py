@@ -11,7 +11,7 @@ import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
 
-from jobs.delta_tables import (
+from jobs.lake.delta_tables import (
     append_on_snapshot,
     commit_metadata,
     read_delta,
@@ -19,7 +19,7 @@ from jobs.delta_tables import (
     snapshot_version,
     write_delta,
 )
-from jobs.errors import CommitConflictError, SchemaMismatchError, UnsupportedTableError
+from jobs.platform.errors import CommitConflictError, SchemaMismatchError, UnsupportedTableError
 
 SCHEMA = "id string, n int, vec array<float>, at timestamp, part string"
 
@@ -27,7 +27,7 @@ SCHEMA = "id string, n int, vec array<float>, at timestamp, part string"
 @pytest.fixture(scope="module")
 def connector(spark):
     """The shared session, which must have the connector (the tests' session gets it as the jobs' sessions do)."""
-    from jobs.delta_connector_jars import installed
+    from jobs.platform.delta_connector_jars import installed
 
     if installed() is None:
         pytest.skip(
@@ -157,7 +157,7 @@ def test_a_write_whose_schema_differs_names_the_columns_on_both_engines(connecto
 
 
 def _cfg(engine: str):
-    from jobs.config import load_config
+    from jobs.platform.config import load_config
 
     return load_config("local", [f"delta.engine={engine}"])
 
@@ -227,8 +227,8 @@ def test_maintain_runs_the_connectors_optimize_and_vacuum(connector, tmp_path):
 def test_the_pipeline_on_both_engines_gives_the_same_tables(connector, tmp_path):
     """ingest -> clean -> embed -> train -> predict on the built-in sample, once per engine, into separate folders."""
     from jobs import pipeline
-    from jobs.config import load_config
-    from jobs.paths import default_model
+    from jobs.platform.config import load_config
+    from jobs.platform.paths import default_model
 
     spark = connector
     train_csv, score_csv = pipeline.sample_inputs()

@@ -14,8 +14,8 @@ from deltalake import DeltaTable, write_deltalake
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from jobs.delta_tables import read_delta, resolve_engine, table_version, write_delta
-from jobs.errors import (
+from jobs.lake.delta_tables import read_delta, resolve_engine, table_version, write_delta
+from jobs.platform.errors import (
     CommitConflictError,
     SchemaMismatchError,
     TableExistsError,
@@ -45,7 +45,7 @@ def data_files(path):
 
 
 def test_auto_means_the_connector_where_installed_else_delta_rs(spark):
-    from jobs.delta_connector_jars import installed
+    from jobs.platform.delta_connector_jars import installed
 
     assert resolve_engine(spark, "auto") == ("spark" if installed() else "delta-rs")
     assert resolve_engine(spark, "delta-rs") == "delta-rs"

@@ -17,8 +17,8 @@ from deltalake import DeltaTable
 from jobs import clean as clean_job
 from jobs import embed as embed_job
 from jobs import ingest as ingest_job
-from jobs.config import load_config
-from jobs.paths import default_sample
+from jobs.platform.config import load_config
+from jobs.platform.paths import default_sample
 from tests.conftest import ROOT
 from tests.elmo_fixture import assert_batch_invariant
 from tests.standalone import clean_env, executor_logs, standalone_cluster

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from jobs import embed as embed_job
-from jobs.errors import ConfigError
+from jobs.platform.errors import ConfigError
 from tests.elmo_fixture import BATCH_INVARIANCE_TOL, fixture_dir, reference_sentences
 from udfs.elmo.hub_layout import ModuleVariables, check_variables, dataset_name, hub_name
 from udfs.elmo.hub_to_native import convert

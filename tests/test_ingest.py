@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from jobs.delta_tables import table_version
-from jobs.errors import InputError
 from jobs.ingest import run
-from jobs.paths import default_sample
+from jobs.lake.delta_tables import table_version
+from jobs.platform.errors import InputError
+from jobs.platform.paths import default_sample
 from tests.conftest import shared_path
 
 
@@ -127,7 +127,7 @@ def test_real_tweets_unlabeled_csv(spark, local_cfg, tmp_path):
 
 
 def test_bytes_that_are_not_utf8_are_rejected_or_decoded_never_corrupted(spark, local_cfg, tmp_path):
-    from jobs.config import load_config
+    from jobs.platform.config import load_config
 
     latin = tmp_path / "latin1.csv"
     latin.write_bytes("id,label,text\n1,0,café au lait\n2,1,plain ascii\n".encode("latin-1"))
@@ -149,7 +149,7 @@ def test_bytes_that_are_not_utf8_are_rejected_or_decoded_never_corrupted(spark, 
 
 
 def test_empty_inputs_and_missing_columns_name_only_the_inputs_own(spark, local_cfg, tmp_path):
-    from jobs.errors import ConfigError
+    from jobs.platform.errors import ConfigError
 
     for name, content in (("empty.csv", ""), ("header.csv", "id,text\n")):
         (tmp_path / name).write_text(content, encoding="utf-8")
@@ -158,14 +158,14 @@ def test_empty_inputs_and_missing_columns_name_only_the_inputs_own(spark, local_
     (tmp_path / "cols.csv").write_text("key,body\n1,hello\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"\(columns: \['key', 'body'\]\)"):
         run(spark, local_cfg, str(tmp_path / "cols.csv"), str(tmp_path / "t"), str(tmp_path / "r"))
-    from jobs.config import load_config
+    from jobs.platform.config import load_config
 
     with pytest.raises(ConfigError, match="ingest.encoding: 'klingon' is not an encoding"):
         run(spark, load_config("local", ["ingest.encoding=klingon"]), str(tmp_path / "cols.csv"), "t", "r")
 
 
 def test_an_open_quote_and_a_broken_json_line_are_rejected_as_what_they_are(spark, local_cfg, tmp_path):
-    from jobs.config import load_config
+    from jobs.platform.config import load_config
 
     def ingest(name: str, content: str, cfg=local_cfg):
         (tmp_path / name).write_text(content, encoding="utf-8")

@@ -120,7 +120,7 @@ def test_the_pipeline_on_a_standalone_cluster_as_the_readme_says(tmp_path):
     assert "predictions:" in result.stdout
     # the executors ran the unpacked environment's Python (Spark unpacked the archive into each one's ./env)
     assert list(work.glob("worker/app-*/*/env/pyvenv.cfg")), "no unpacked ./env on the executor"
-    from jobs.delta_connector_jars import installed
+    from jobs.platform.delta_connector_jars import installed
 
     if installed() is not None:  # the connector's jars reached the executors (--jars): Delta itself wrote
         log = (lake / "train_embeddings" / "_delta_log" / "00000000000000000000.json").read_text()

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from jobs.errors import ElmoLakeError, InputError
-from jobs.paths import join, local_path, spark_path
+from jobs.platform.errors import ElmoLakeError, InputError
+from jobs.platform.paths import join, local_path, spark_path
 
 
 def test_dbfs_volumes_and_object_stores_map_to_what_each_side_opens():
@@ -29,7 +29,7 @@ def test_dbfs_volumes_and_object_stores_map_to_what_each_side_opens():
 def test_a_delta_rs_write_whose_files_the_client_cannot_see_fails_clearly(tmp_path):
     import pyarrow.fs as pafs
 
-    from jobs.delta_rs_engine import _check_staging_visible
+    from jobs.lake.delta_rs_engine import _check_staging_visible
 
     _check_staging_visible(pafs.LocalFileSystem(), str(tmp_path), "lake/t")  # visible: nothing to say
     with pytest.raises(ElmoLakeError, match="must share the storage of lake/t"):

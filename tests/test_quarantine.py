@@ -9,8 +9,8 @@ from deltalake import DeltaTable
 from jobs import clean as clean_job
 from jobs import embed as embed_job
 from jobs import ingest
-from jobs.delta_tables import add_missing_columns, read_delta, table_version, write_delta
-from jobs.quarantine import warning_line
+from jobs.lake.delta_tables import add_missing_columns, read_delta, table_version, write_delta
+from jobs.lake.quarantine import warning_line
 from tests.elmo_fixture import fixture_dir
 from tests.test_stages import cfg_with, documents_table, rows
 
@@ -106,7 +106,7 @@ def test_a_two_million_character_tweet_is_ingested_cut_cleaned_and_embedded(spar
 
 @pytest.mark.parametrize("engine", ["delta-rs", "connector"])
 def test_a_clean_table_from_before_the_truncated_column_gains_it_when_re_cleaned(spark, tmp_path, engine):
-    from jobs.delta_tables import has_delta_connector
+    from jobs.lake.delta_tables import has_delta_connector
 
     if engine == "connector" and not has_delta_connector(spark):
         pytest.skip("this session has no Delta connector (./setup.sh installs it)")

@@ -26,7 +26,7 @@ TWEETS = 1000
 def lake(spark, tmp_path_factory):
     """The first 1,000 real tweets: ingested, cleaned and embedded with the default model (delta-rs engine)."""
     from jobs import clean, embed, ingest
-    from jobs.config import load_config
+    from jobs.platform.config import load_config
 
     source = shared_path("data", "tweets", "train.csv")
     root = tmp_path_factory.mktemp("lake")

@@ -128,7 +128,7 @@ def test_two_embed_runs_at_once_write_every_id_exactly_once(spark, tmp_path, slo
     On the connector the slow run pauses after reading the table, before its MERGE (whose own conflict
     detection and key match cover the moments after)."""
     from jobs import embed
-    from jobs.config import load_config
+    from jobs.platform.config import load_config
 
     if "spark" in (slow_engine, fast_engine):
         needs_connector()
@@ -161,7 +161,7 @@ def test_two_embed_runs_at_once_write_every_id_exactly_once(spark, tmp_path, slo
 def prepared(spark, tmp_path: Path, rows: int = 2000) -> tuple[Path, Path, int]:
     """A clean table and an embedding table at version 0 holding another set (pooling max) of its first ids."""
     from jobs import embed
-    from jobs.config import load_config
+    from jobs.platform.config import load_config
 
     clean, out = tmp_path / "clean", tmp_path / "emb"
     clean_table(clean, rows)
@@ -174,7 +174,7 @@ def prepared(spark, tmp_path: Path, rows: int = 2000) -> tuple[Path, Path, int]:
 
 
 def needs_connector() -> None:
-    from jobs.delta_connector_jars import installed
+    from jobs.platform.delta_connector_jars import installed
 
     if installed() is None:
         pytest.skip(
@@ -185,7 +185,7 @@ def needs_connector() -> None:
 def rerun_and_check(spark, clean: Path, out: Path, rows: int, engine: str = "delta-rs") -> None:
     """The next run (in the tests' own session): it completes the table, and leaves no orphan behind."""
     from jobs import embed
-    from jobs.config import load_config
+    from jobs.platform.config import load_config
 
     cfg = load_config("local", ["delta.staging_max_age_hours=0", f"delta.engine={engine}"])
     embed.run(spark, cfg, str(clean), str(out), MODEL)
@@ -243,8 +243,8 @@ def test_a_killed_python_worker_is_retried_by_spark(spark, tmp_path):
 
 def test_maintain_compacts_and_vacuums_without_changing_what_readers_see(spark, tmp_path):
     from jobs import maintain
-    from jobs.config import load_config
-    from jobs.delta_tables import read_delta
+    from jobs.lake.delta_tables import read_delta
+    from jobs.platform.config import load_config
 
     table = tmp_path / "t"
     for start in range(0, 50, 10):  # five incremental appends: five small files

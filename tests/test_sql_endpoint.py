@@ -35,7 +35,7 @@ def launch(args: list[str], cwd: Path, timeout: int = 420) -> subprocess.Complet
 @pytest.fixture(scope="module")
 def endpoint(launched_pipeline):
     """The pipeline's tables (run with --schema lake: conftest), served by the endpoint over that schema."""
-    from jobs.metastore import client_jar
+    from jobs.platform.local_metastore import client_jar
 
     if client_jar() is None:
         pytest.skip(
@@ -259,7 +259,7 @@ def test_the_endpoint_stops_on_sigterm(endpoint):
 
 
 def test_names_and_paths_are_told_apart(tmp_path, monkeypatch):
-    from jobs.table_names import is_table_name
+    from jobs.platform.table_names import is_table_name
 
     monkeypatch.chdir(tmp_path)
     assert is_table_name("lake.train_embeddings")
@@ -279,8 +279,8 @@ def test_names_and_paths_are_told_apart(tmp_path, monkeypatch):
 
 
 def test_a_name_on_the_delta_rs_engine_is_refused_in_one_line(spark):
-    from jobs.delta_tables import read_delta
-    from jobs.errors import InputError
+    from jobs.lake.delta_tables import read_delta
+    from jobs.platform.errors import InputError
 
     with pytest.raises(InputError, match=r"lake.docs is a table name, .* delta-rs engine does not use"):
         read_delta(spark, "lake.docs", "delta-rs")

@@ -9,9 +9,9 @@ from deltalake import DeltaTable, write_deltalake
 
 from jobs import clean as clean_job
 from jobs import embed as embed_job
-from jobs.config import load_config
-from jobs.delta_tables import table_version
-from jobs.errors import ConfigError, SetupError
+from jobs.lake.delta_tables import table_version
+from jobs.platform.config import load_config
+from jobs.platform.errors import ConfigError, SetupError
 from tests.elmo_fixture import fixture_dir
 from udfs.clean import CleanSettings, cap, clean_and_flag, clean_texts, prepare_text
 
@@ -228,7 +228,7 @@ def test_token_level_output(spark, tmp_path, elmo):
 
 
 def test_missing_model_fails_with_what_to_give(spark, tmp_path):
-    from jobs.errors import InputError
+    from jobs.platform.errors import InputError
 
     with pytest.raises(
         InputError, match=r"--model nowhere/model: model nowhere/model does not exist .* give a native model"

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from jobs.paths import default_model
+from jobs.platform.paths import default_model
 from tests.conftest import shared_path
 from tests.elmo_fixture import assert_batch_invariant, fixture_dir, reference_sentences
 from udfs.elmo.token_cache import ENTRY_OVERHEAD, TokenCache, cache_megabytes

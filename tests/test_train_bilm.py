@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from jobs import train_bilm
-from jobs.bilm_training import BOS, EOS, UNK, BilmTrainer, TrainSettings, build_vocabulary
-from jobs.config import load_config
+from jobs.learning.bilm_training import BOS, EOS, UNK, BilmTrainer, TrainSettings, build_vocabulary
+from jobs.platform.config import load_config
 
 TINY = [
     "train_bilm.vocab_size=60",

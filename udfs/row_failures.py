@@ -2,7 +2,7 @@
 
 A UDF runs its batch as usual; if the batch raises, it runs the batch's rows one at a time, so only the rows
 that raise on their own fail. Each failed row comes out with its reason (the exception's first line) instead of
-a result, and the driver quarantines it in the stage's rejects table (``jobs/quarantine.py``). A task whose
+a result, and the driver quarantines it in the stage's rejects table (``jobs/lake/quarantine.py``). A task whose
 share of failed rows passes the stage's ``max_reject_fraction`` fails instead: Spark then aborts the write, so
 nothing is committed (a model or setting that breaks every row stops the job, it does not empty it).
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.baseline import describe
-from jobs.paths import local_path
-from jobs.selection import describe as selection_describe
+from jobs.learning.baseline import describe
+from jobs.learning.selection import describe as selection_describe
+from jobs.platform.paths import local_path
 
 
 def _plots(

@@ -18,8 +18,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from jobs.errors import ElmoLakeError, InputError
-from jobs.paths import local_path
+from jobs.platform.errors import ElmoLakeError, InputError
+from jobs.platform.paths import local_path
 
 
 def arrow_vector(table, name: str, dtype=None) -> np.ndarray:

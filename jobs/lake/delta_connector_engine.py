@@ -12,7 +12,7 @@ reader features delta-rs lacks, and a Connect client may not share the server's 
   clean-up are ``OPTIMIZE`` and ``VACUUM``;
 - every commit carries ``userMetadata`` (the stage and model that wrote it), shown by ``DESCRIBE HISTORY``.
 
-Jobs never import this module: they call ``jobs.delta_tables``, which chooses the engine.
+Jobs never import this module: they call ``jobs.lake.delta_tables``, which chooses the engine.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import TypeVar
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.errors import CommitConflictError, SchemaMismatchError
-from jobs.paths import spark_path
-from jobs.table_names import ensure_schema, is_table_name, quoted, schema_of
+from jobs.platform.errors import CommitConflictError, SchemaMismatchError
+from jobs.platform.paths import spark_path
+from jobs.platform.table_names import ensure_schema, is_table_name, quoted, schema_of
 
 Result = TypeVar("Result")
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"

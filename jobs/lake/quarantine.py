@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.cli import log
-from jobs.config import Config
-from jobs.delta_tables import (
+from jobs.lake.delta_tables import (
     append_on_snapshot,
     commit_metadata,
     read_delta,
@@ -27,6 +25,8 @@ from jobs.delta_tables import (
     rows_missing_from,
     table_exists,
 )
+from jobs.platform.cli import log
+from jobs.platform.config import Config
 
 REJECTS_DESCRIPTION = (
     "elmo-lake {stage} rejects: documents the {stage} stage could not process, with the reason; a later run "

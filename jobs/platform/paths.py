@@ -12,7 +12,7 @@ DEFAULT_MODEL = "elmo-tweets-small"
 def repo_root() -> Path:
     """$ELMO_LAKE_HOME (set by spark-submit.sh), else this checkout."""
     home = os.environ.get("ELMO_LAKE_HOME")
-    return Path(home) if home else Path(__file__).resolve().parent.parent
+    return Path(home) if home else Path(__file__).resolve().parents[2]
 
 
 def default_sample() -> str:
@@ -61,7 +61,7 @@ def local_path(path: str) -> str:
     if path.startswith("file:"):
         return os.path.abspath(path[len("file:") :])
     if is_uri(path):
-        from jobs.errors import InputError
+        from jobs.platform.errors import InputError
 
         raise InputError(
             f"{path}: this file is written by the job's own process, which cannot open an object-store URI; give a "

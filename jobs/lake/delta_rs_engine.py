@@ -7,7 +7,7 @@ visible; if any task or the commit fails, the write's files are removed and the 
 version. A process killed before its commit leaves a staging folder that the next write (or jobs/maintain.py)
 removes once it is ``delta.staging_max_age_hours`` old.
 
-Jobs never import this module: they call ``jobs.delta_tables``, which chooses the engine.
+Jobs never import this module: they call ``jobs.lake.delta_tables``, which chooses the engine.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
-from jobs.errors import CommitConflictError, ElmoLakeError, TableNotFoundError, UnsupportedTableError
-from jobs.paths import is_uri, local_path
+from jobs.platform.errors import CommitConflictError, ElmoLakeError, TableNotFoundError, UnsupportedTableError
+from jobs.platform.paths import is_uri, local_path
 
 # Reader features the delta-rs read path honours; a table needing any other one is refused.
 SUPPORTED_READER_FEATURES = {"timestampNtz", "v2Checkpoint", "vacuumProtocolCheck"}

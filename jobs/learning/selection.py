@@ -22,9 +22,9 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from jobs.classifier import arrow_matrix, arrow_vector, check_driver_budget
-from jobs.errors import InputError
-from jobs.session import release, reuse
+from jobs.learning.classifier import arrow_matrix, arrow_vector, check_driver_budget
+from jobs.platform.errors import InputError
+from jobs.platform.session import release, reuse
 
 CV_TOL = 1e-6  # the folds' fits stop here; the final fit goes on to the engines' own tolerance
 # probabilities are clipped to [P_CLIP, 1 - P_CLIP] in the log loss (as scikit-learn's log_loss)
@@ -89,7 +89,7 @@ def cross_validate(
 
     ``train``: the training split's (id, label, fold); ``embeddings``: the table's rows of the chosen model.
     """
-    from jobs.embed import embedding_set
+    from jobs.lake.embedding_sets import embedding_set
 
     grid = sorted(float(g) for g in grid)
     if not grid:

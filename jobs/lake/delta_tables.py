@@ -2,10 +2,10 @@
 
 ``read_delta`` and ``write_delta`` take the same arguments whichever engine runs them (``delta.engine``):
 
-- ``spark`` — the Delta Lake connector (``jobs/delta_connector_engine.py``): Databricks, clusters and local
+- ``spark`` — the Delta Lake connector (``jobs/lake/delta_connector_engine.py``): Databricks, clusters and local
   sessions with the connector's jars (./setup.sh installs them; ``auto`` picks it wherever Spark knows the
   ``delta`` source);
-- ``delta-rs`` — plain Spark plus the ``deltalake`` package (``jobs/delta_rs_engine.py``): sessions without the
+- ``delta-rs`` — plain Spark plus the ``deltalake`` package (``jobs/lake/delta_rs_engine.py``): sessions without the
   connector (air-gapped machines, Spark Connect servers without Delta).
 
 Both write the same Delta tables, each readable and writable by the other. Jobs import only this module.
@@ -25,9 +25,9 @@ from typing import Literal, TypeVar
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from jobs import delta_connector_engine as connector
-from jobs import delta_rs_engine as delta_rs
-from jobs.delta_rs_engine import (  # noqa: F401  (part of this surface: maintain, sql and similar use them)
+from jobs.lake import delta_connector_engine as connector
+from jobs.lake import delta_rs_engine as delta_rs
+from jobs.lake.delta_rs_engine import (  # noqa: F401  (part of this surface: maintain, sql and similar use them)
     DEFAULT_STAGING_MAX_AGE_HOURS,
     dead_writes,
     open_table_filesystem,
@@ -35,7 +35,7 @@ from jobs.delta_rs_engine import (  # noqa: F401  (part of this surface: maintai
     table_uri,
     table_version,
 )
-from jobs.errors import (
+from jobs.platform.errors import (
     CommitConflictError,
     ElmoLakeError,
     SchemaMismatchError,
@@ -43,7 +43,7 @@ from jobs.errors import (
     TableExistsError,
     TableNotFoundError,
 )
-from jobs.table_names import is_table_name, refuse_on_delta_rs
+from jobs.platform.table_names import is_table_name, refuse_on_delta_rs
 
 Engine = Literal["delta-rs", "spark"]
 Result = TypeVar("Result")
@@ -92,8 +92,8 @@ def resolve_engine(spark: SparkSession, engine: str = "auto") -> Engine:
 
 
 def _without_connector_line(spark: SparkSession) -> str:
-    from jobs.delta_connector_jars import not_installed_line
-    from jobs.session import is_connect
+    from jobs.platform.delta_connector_jars import not_installed_line
+    from jobs.platform.session import is_connect
 
     if is_connect(spark):
         return (
@@ -297,7 +297,7 @@ def retry_once_on_conflict(stage: str, table: str, attempt: Callable[[], Result]
     try:
         return attempt()
     except CommitConflictError:
-        from jobs.cli import log
+        from jobs.platform.cli import log
 
         log(
             stage,

@@ -10,8 +10,8 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from jobs.config import Config, load_config
-from jobs.errors import ElmoLakeError
+from jobs.platform.config import Config, load_config
+from jobs.platform.errors import ElmoLakeError
 
 CONF_HELP = (
     "configuration: a built-in name (local, cluster, databricks, gpu) or a TOML file; default: local. "
@@ -50,8 +50,8 @@ def run_job(
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.conf, args.set)
-        from jobs.session import want_catalog
-        from jobs.table_names import names_in
+        from jobs.platform.session import want_catalog
+        from jobs.platform.table_names import names_in
 
         want_catalog(names_in(args))
         return int(run(args, cfg) or 0)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jobs.config import load_config
-from jobs.errors import ElmoLakeError
+from jobs.platform.config import load_config
+from jobs.platform.errors import ElmoLakeError
 
 
 def spark_submit_options(conf: str | None, overrides: list[str]) -> list[str]:
@@ -31,7 +31,7 @@ def spark_submit_options(conf: str | None, overrides: list[str]) -> list[str]:
 
 def metastore_options(cfg) -> list[str]:
     """The local metastore's client jar on the driver's class path (jobs/metastore.py), where it is configured."""
-    from jobs.metastore import launch_options
+    from jobs.platform.local_metastore import launch_options
 
     return launch_options(cfg)
 
@@ -39,7 +39,7 @@ def metastore_options(cfg) -> list[str]:
 def delta_connector_options(engine: str) -> list[str]:
     """--jars (the installed Delta connector: spark-submit ships them to a cluster's driver and executors) and
     Delta's extension and catalog, unless delta.engine is 'delta-rs'."""
-    from jobs.delta_connector_jars import installed, spark_submit_options, wants_connector
+    from jobs.platform.delta_connector_jars import installed, spark_submit_options, wants_connector
 
     connector = installed() if wants_connector(engine) else None
     return spark_submit_options(connector) if connector is not None else []

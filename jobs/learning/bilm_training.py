@@ -19,37 +19,43 @@ from pathlib import Path
 
 import numpy as np
 
+from jobs.platform.config import SCHEMA
 from udfs.elmo.chars import BOS_CHAR, EOS_CHAR, CharEncoder, _special_word
 from udfs.elmo.options import BilmOptions
 
 BOS, EOS, UNK = "<S>", "</S>", "<UNK>"
 
 
+def _default(name: str):
+    """A [train_bilm] setting's default, from the configuration's schema (one place for the defaults)."""
+    return SCHEMA["train_bilm"][name].default
+
+
 @dataclass
 class TrainSettings:
-    vocab_size: int = 8000
-    char_dim: int = 16
-    filters: list = field(default_factory=lambda: [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256]])
-    n_highway: int = 1
-    projection_dim: int = 128
-    lstm_dim: int = 512
-    n_layers: int = 2
-    cell_clip: float = 3.0
-    proj_clip: float = 3.0
-    use_skip_connections: bool = True
-    max_characters_per_token: int = 50
-    batch_size: int = 32
-    unroll_steps: int = 20
-    epochs: int = 5
-    max_steps: int = 0  # 0: as many as the epochs take
-    learning_rate: float = 0.002
-    dropout: float = 0.1
-    clip_norm: float = 10.0
-    sampled_softmax_above: int = 20000  # vocabularies larger than this train with sampled softmax
-    negative_samples: int = 4096
-    checkpoint_every: int = 200
-    held_out_fraction: float = 0.05
-    seed: int = 0
+    vocab_size: int = _default("vocab_size")
+    char_dim: int = _default("char_dim")
+    filters: list = field(default_factory=lambda: [list(pair) for pair in _default("filters")])
+    n_highway: int = _default("n_highway")
+    projection_dim: int = _default("projection_dim")
+    lstm_dim: int = _default("lstm_dim")
+    n_layers: int = _default("n_layers")
+    cell_clip: float = _default("cell_clip")
+    proj_clip: float = _default("proj_clip")
+    use_skip_connections: bool = _default("use_skip_connections")
+    max_characters_per_token: int = _default("max_characters_per_token")
+    batch_size: int = _default("batch_size")
+    unroll_steps: int = _default("unroll_steps")
+    epochs: int = _default("epochs")
+    max_steps: int = _default("max_steps")  # 0: as many as the epochs take
+    learning_rate: float = _default("learning_rate")
+    dropout: float = _default("dropout")
+    clip_norm: float = _default("clip_norm")
+    sampled_softmax_above: int = _default("sampled_softmax_above")  # larger vocabularies: sampled softmax
+    negative_samples: int = _default("negative_samples")
+    checkpoint_every: int = _default("checkpoint_every")
+    held_out_fraction: float = _default("held_out_fraction")
+    seed: int = _default("seed")
 
     def options(self) -> BilmOptions:
         return BilmOptions(

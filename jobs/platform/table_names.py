@@ -22,7 +22,7 @@ from argparse import Namespace
 
 from pyspark.sql import SparkSession
 
-from jobs.errors import InputError
+from jobs.platform.errors import InputError
 
 _PART = r"[A-Za-z_][A-Za-z0-9_]*"
 _NAME = re.compile(rf"^{_PART}(\.{_PART}){{1,2}}$")
@@ -67,7 +67,7 @@ def names_in(args: Namespace) -> list[str]:
 
 def shown(table: str) -> str:
     """A table as a job's last lines name it: a name as given, a local folder as an absolute path, a URI as is."""
-    from jobs.paths import spark_path
+    from jobs.platform.paths import spark_path
 
     return table if is_table_name(table) else spark_path(table)
 
@@ -115,7 +115,7 @@ def register(spark: SparkSession, name: str, location: str) -> bool:
     """Register the Delta table at ``location`` as ``name`` (an external table: the files stay where they are;
     description and column comments come from the table's own metadata). True if it was registered now, False
     if ``name`` already names that table. A name taken by another table is an InputError naming both places."""
-    from jobs.paths import spark_path
+    from jobs.platform.paths import spark_path
 
     location = spark_path(location)
     current = location_of(spark, name)

@@ -1,7 +1,7 @@
 """The Delta Lake connector's jars: fetched once by ./setup.sh, then given to every classic session and server.
 
-    python -m jobs.delta_connector_jars fetch     # resolve through Spark's own --packages (Ivy), keep the jars
-    python -m jobs.delta_connector_jars status    # what is installed, and the spark-submit options it gives
+    python -m jobs.platform.delta_connector_jars fetch     # resolve through Spark's own --packages (Ivy), keep the jars
+    python -m jobs.platform.delta_connector_jars status    # what is installed, and the spark-submit options it gives
 
 ``fetch`` runs ``spark-submit --packages io.delta:delta-spark_<spark>_2.13:<version>`` once with its Ivy cache under
 ``build/ivy`` and keeps, in ``build/delta-connector/``, the resolved jars that Spark does not ship itself (Delta's
@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.paths import repo_root
+from jobs.platform.paths import repo_root
 
 GROUP = "io.delta"
 EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
@@ -125,8 +125,8 @@ def not_installed_line() -> str:
 def fetch(quiet: bool = False) -> Connector:
     """Resolve the connector with Spark's own Ivy resolution and install the jars Spark lacks; raise if none of
     the versions can be had (an air-gapped machine)."""
-    from jobs.errors import SetupError
-    from jobs.session import ensure_java
+    from jobs.platform.errors import SetupError
+    from jobs.platform.java import ensure_java
 
     current = installed()
     if current is not None:
@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         "action", choices=("fetch", "status"), help="fetch the jars once, or show what is installed"
     )
     args = parser.parse_args(argv)
-    from jobs.errors import ElmoLakeError
+    from jobs.platform.errors import ElmoLakeError
 
     if args.action == "status":
         connector = installed()

@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from jobs.session import release, reuse
+from jobs.platform.session import release, reuse
 
 CLEAN_PATTERN = r"\S+"  # clean tokens joined by spaces
 RAW_PATTERN = r"[\w#@$&*']+"  # words of raw text
@@ -54,7 +54,7 @@ def tfidf_baseline(
     Returns ``binary_metrics`` plus ``reg_param`` (chosen), ``cv`` (mean F1 per regParam), ``folds``, ``text``,
     and ``scores``: validation ids, labels and probabilities (for the paired comparison), sorted by id.
     """
-    from jobs.classifier import binary_metrics
+    from jobs.learning.classifier import binary_metrics
 
     pattern = CLEAN_PATTERN if clean_text else RAW_PATTERN
     fit = _spark if engine == "spark" else _sklearn
@@ -249,7 +249,7 @@ def compare(
 
 def quality_lines(metrics: dict) -> list[str]:
     """What a person reads at the end of training: F1 with its interval, the baseline's, and which is better."""
-    from jobs.selection import describe as describe_selection
+    from jobs.learning.selection import describe as describe_selection
 
     m = metrics["validation"]
     low, high = m.get("f1_interval") or (None, None)

@@ -16,7 +16,7 @@ from typing import Any
 
 import tomllib
 
-from jobs.errors import ConfigError
+from jobs.platform.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,14 @@ class Setting:
     minimum: int = 0  # the smallest number allowed (ints)
     maximum: float | None = None  # floats: allowed from 0 to this
 
+
+MAX_REJECT_FRACTION = Setting(  # clean and embed: jobs/lake/quarantine.py
+    0.1,
+    float,
+    "documents that raise are quarantined in the stage's rejects table; a task where more than this share of its "
+    "rows fail fails the job instead, and nothing is committed (0 = any failure fails the job)",
+    maximum=1.0,
+)
 
 SCHEMA: dict[str, dict[str, Setting]] = {
     "spark": {
@@ -145,13 +153,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
             "whitespace before this and marked truncated",
             minimum=1,
         ),
-        "max_reject_fraction": Setting(
-            0.1,
-            float,
-            "documents that raise are quarantined in the stage's rejects table; a task where more than this share "
-            "of its rows fail fails the job instead, and nothing is committed (0 = any failure fails the job)",
-            maximum=1.0,
-        ),
+        "max_reject_fraction": MAX_REJECT_FRACTION,
         "partitions": Setting(0, int, "Spark partitions for cleaning; 0 = the default parallelism"),
     },
     "embed": {
@@ -196,13 +198,7 @@ SCHEMA: dict[str, dict[str, Setting]] = {
         "backend": Setting(
             "tensorflow", str, "Keras backend on the executors", ("tensorflow", "jax", "torch")
         ),
-        "max_reject_fraction": Setting(
-            0.1,
-            float,
-            "documents that raise are quarantined in the stage's rejects table; a task where more than this share "
-            "of its rows fail fails the job instead, and nothing is committed (0 = any failure fails the job)",
-            maximum=1.0,
-        ),
+        "max_reject_fraction": MAX_REJECT_FRACTION,
         "partitions": Setting(0, int, "Spark partitions for embedding; 0 = the default parallelism"),
         "threads_per_task": Setting(0, int, "model threads per Spark task; 0 = spark.task.cpus"),
     },
@@ -262,24 +258,38 @@ SCHEMA["train"] = {
 }
 
 
-def _train_bilm_section() -> dict[str, Setting]:
-    """The [train_bilm] settings: the trainer's own dataclass defaults (one place), plus the corpus settings."""
-    from dataclasses import fields
-
-    from jobs.bilm_training import TrainSettings
-
-    defaults = TrainSettings()
-    section = {
-        f.name: Setting(
-            getattr(defaults, f.name), type(getattr(defaults, f.name)), f"biLM training: {f.name}"
-        )
-        for f in fields(TrainSettings)
-    }
-    section["sentence_split"] = Setting(True, bool, "split documents into sentences at . ! ? tokens")
-    return section
-
-
-SCHEMA["train_bilm"] = _train_bilm_section()
+SCHEMA["train_bilm"] = {  # jobs/learning/bilm_training.py's TrainSettings takes its defaults from here
+    "vocab_size": Setting(8000, int, "biLM training: most frequent tokens kept in the vocabulary"),
+    "char_dim": Setting(16, int, "biLM training: character embedding size"),
+    "filters": Setting(
+        [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256]],
+        list,
+        "biLM training: char CNN [width, filters] pairs",
+    ),
+    "n_highway": Setting(1, int, "biLM training: highway layers"),
+    "projection_dim": Setting(128, int, "biLM training: LSTM projection size (vectors are twice this)"),
+    "lstm_dim": Setting(512, int, "biLM training: LSTM cell size"),
+    "n_layers": Setting(2, int, "biLM training: LSTM layers"),
+    "cell_clip": Setting(3.0, float, "biLM training: LSTM cell clip"),
+    "proj_clip": Setting(3.0, float, "biLM training: LSTM projection clip"),
+    "use_skip_connections": Setting(True, bool, "biLM training: residual connection between LSTM layers"),
+    "max_characters_per_token": Setting(50, int, "biLM training: characters per token (longer are cut)"),
+    "batch_size": Setting(32, int, "biLM training: sequences per step"),
+    "unroll_steps": Setting(20, int, "biLM training: tokens per sequence"),
+    "epochs": Setting(5, int, "biLM training: passes over the corpus"),
+    "max_steps": Setting(0, int, "biLM training: stop after this many steps (0: as many as the epochs take)"),
+    "learning_rate": Setting(0.002, float, "biLM training: Adam's learning rate"),
+    "dropout": Setting(0.1, float, "biLM training: dropout on the LSTM outputs"),
+    "clip_norm": Setting(10.0, float, "biLM training: gradient norm clip"),
+    "sampled_softmax_above": Setting(
+        20000, int, "biLM training: vocabularies larger than this train with sampled softmax"
+    ),
+    "negative_samples": Setting(4096, int, "biLM training: sampled softmax negatives"),
+    "checkpoint_every": Setting(200, int, "biLM training: steps between checkpoints"),
+    "held_out_fraction": Setting(0.05, float, "biLM training: share of sentences held out for perplexity"),
+    "seed": Setting(0, int, "biLM training: random seed"),
+    "sentence_split": Setting(True, bool, "split documents into sentences at . ! ? tokens"),
+}
 
 
 class Config:

