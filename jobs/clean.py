@@ -51,15 +51,6 @@ CLEAN_COMMENTS = {
     "clean_fingerprint": "hash of the cleaning settings and the spaCy model that produced the row",
 }
 
-CLEAN_COLUMN_TYPES = {
-    "id": "string",
-    "clean_text": "string",
-    "tokens": "array<string>",
-    "empty": "boolean",
-    "truncated": "boolean",
-    "clean_fingerprint": "string",
-}
-
 
 @dataclass
 class CleanSummary:
@@ -190,8 +181,6 @@ def _clean_missing(
         else:
             log("clean", "cleaning settings changed since the table was written: re-cleaning every document")
             mode = "overwrite"
-            # a table from before a column was added (truncated) gains it first, as a null column
-            add_missing_columns(spark, output_table, engine, CLEAN_COLUMN_TYPES, CLEAN_COMMENTS)
     partitions = cfg.clean.partitions or default_parallelism(spark)
     docs = reuse(docs.repartition(partitions))  # counted, then cleaned: a table read, cheap to recompute
     todo = docs.count()
@@ -204,9 +193,16 @@ def _clean_missing(
     fault = fault_pattern("clean")
     flagged = with_retry_flag(spark, cfg, docs, "clean", rejects_table)
     cleaned = clean_documents(flagged, settings, model, fingerprint, cfg.clean.max_reject_fraction, fault)
+    output = cleaned.where(F.col("error").isNull()).drop("error")
+    # a table from before a column existed (truncated) gains it, as a null column, before it is overwritten;
+    # the overwrite then commits on top of that ALTER TABLE
+    if mode == "overwrite" and add_missing_columns(
+        spark, output_table, engine, output.schema, CLEAN_COMMENTS
+    ):
+        version = snapshot_version(spark, output_table, engine)
     try:
         result = write_delta(
-            cleaned.where(F.col("error").isNull()).drop("error"),
+            output,
             output_table,
             mode=mode,
             engine=engine,
@@ -219,9 +215,8 @@ def _clean_missing(
             user_metadata=commit_metadata("clean", spacy_model=model, clean_fingerprint=fingerprint),
         )
         quarantined = None
-        if (
-            result.num_records != todo
-        ):  # some documents given have no row: they failed (run them for the reason)
+        # fewer rows written than documents given: some failed (they are run again for their reason)
+        if result.num_records != todo:
             quarantined = quarantine(
                 spark,
                 cfg,

@@ -424,9 +424,8 @@ def _embed_missing(
         )
         took = time.perf_counter() - start
         quarantined = None
-        if (
-            len(sets) > 1 or result.num_records != rows
-        ):  # some documents have no row: the model failed on them
+        # fewer rows written than documents given (several sets: always looked for): the model failed on some
+        if len(sets) > 1 or result.num_records != rows:
             quarantined = quarantine(
                 spark,
                 cfg,
@@ -438,7 +437,7 @@ def _embed_missing(
             )
     finally:
         release(clean)
-    failed = quarantined.documents if quarantined else 0
+    failed = quarantined.documents + quarantined.unexplained if quarantined else 0  # no row for either
     return EmbedSummary(
         output_table,
         model.model_id,
@@ -462,15 +461,12 @@ def still_missing(
     sets: list[tuple[str, str]],
 ) -> DataFrame:
     """The clean rows this run was given that still lack a row (for some set) at ``version``: they failed."""
-    written = read_delta(spark, output_table, cfg.delta.engine, version).where(
-        F.col("model_id") == model.model_id
-    )
+    written = read_delta(spark, output_table, cfg.delta.engine, version)
     if missing_pairs is None:
         present = written.where(embedding_set(model.model_id, *sets[0])).select("id")
         return clean.join(present, "id", "left_anti")
-    lacking = missing_pairs.join(
-        written.select("id", "layer", "pooling"), ["id", "layer", "pooling"], "left_anti"
-    )
+    present = written.where(F.col("model_id") == model.model_id).select("id", "layer", "pooling")
+    lacking = missing_pairs.join(present, ["id", "layer", "pooling"], "left_anti")
     return clean.join(lacking.select("id").distinct(), "id", "left_semi")
 
 

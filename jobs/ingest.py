@@ -28,6 +28,7 @@ from jobs.lake.delta_tables import (
     retry_once_on_conflict,
     rows_missing_from,
 )
+from jobs.lake.quarantine import rejects_table_for
 from jobs.platform.cli import job_parser, log, run_job
 from jobs.platform.config import Config
 from jobs.platform.errors import ConfigError, InputError
@@ -395,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     def job(args: argparse.Namespace, cfg: Config) -> int:
         input_path = args.input or default_sample()
-        rejects = args.rejects or args.table.rstrip("/") + "_rejects"
+        rejects = args.rejects or rejects_table_for(args.table)
         spark = get_spark(cfg)
         summary = run(spark, cfg, input_path, args.table, rejects, args.format or cfg.ingest.format)
         log("ingest", summary.describe())

@@ -111,9 +111,14 @@ def register_tables(spark: SparkSession, cfg: Config, schema: str, tables: dict[
         name: path for name, path in tables.items() if name != "classifier"
     }  # the classifier is a folder
     # the stages' rejects tables, beside their outputs (as the stages name them), where a stage wrote one
-    for table in ("train_documents", "score_documents", "train_clean", "score_clean"):
-        paths[f"{table}_rejects"] = tables[table] + "_rejects"
-    for table in ("train_embeddings", "score_embeddings"):
+    for table in (
+        "train_documents",
+        "score_documents",
+        "train_clean",
+        "score_clean",
+        "train_embeddings",
+        "score_embeddings",
+    ):
         paths[f"{table}_rejects"] = rejects_table_for(tables[table])
     for folder, path in paths.items():
         if table_exists(spark, path, cfg.delta.engine):
@@ -153,8 +158,8 @@ def run(
     stages.run(
         "ingest",
         lambda: (
-            ingest.run(spark, cfg, train_csv, t["train_documents"], t["train_documents"] + "_rejects"),
-            ingest.run(spark, cfg, score_csv, t["score_documents"], t["score_documents"] + "_rejects"),
+            ingest.run(spark, cfg, train_csv, t["train_documents"], rejects_table_for(t["train_documents"])),
+            ingest.run(spark, cfg, score_csv, t["score_documents"], rejects_table_for(t["score_documents"])),
         ),
         rows=lambda r: r[0].added + r[0].already_present + r[1].added + r[1].already_present,
         note=lambda r: f"train: {r[0].describe()}; score: {r[1].describe()}",

@@ -123,4 +123,4 @@ def test_a_clean_table_from_before_the_truncated_column_gains_it_when_re_cleaned
     table = read_delta(spark, clean, setting.split("=")[1])
     assert "truncated" in table.columns
     assert {r["id"]: r["truncated"] for r in table.collect()} == {"a": False, "b": False}
-    assert add_missing_columns(spark, clean, setting.split("=")[1], {"truncated": "boolean"}) == []
+    assert add_missing_columns(spark, clean, setting.split("=")[1], table.schema) == []

@@ -154,13 +154,18 @@ def restore(token: str) -> str:
 PIECE_CHARS = 100_000  # spaCy's pieces of a long text: well under its max_length, and memory stays small
 
 
+def break_before(text: str, start: int, end: int) -> int:
+    """Where to cut ``text[start:]`` to keep at most ``end - start`` characters: the last whitespace at or before
+    ``end`` (scanning back from it), else ``end`` itself (a run without whitespace is cut inside)."""
+    return next((i for i in range(end, start, -1) if text[i].isspace()), end)
+
+
 def pieces_of(text: str, limit: int) -> list[str]:
     """``text`` in pieces of at most ``limit`` characters, each cut at the last whitespace before the limit (so no
     token is cut; only a single run of more than ``limit`` characters without whitespace is cut inside)."""
     pieces, start = [], 0
     while len(text) - start > limit:
-        end = start + limit  # the last whitespace at or before it, scanning back from the limit
-        cut = next((i for i in range(end, start, -1) if text[i].isspace()), end)
+        cut = break_before(text, start, start + limit)
         pieces.append(text[start:cut])
         start = cut
     pieces.append(text[start:])
@@ -172,8 +177,7 @@ def cap(text: str, max_chars: int) -> tuple[str, bool]:
     whitespace is cut inside), and whether it was cut."""
     if len(text) <= max_chars:
         return text, False
-    cut = next((i for i in range(max_chars, 0, -1) if text[i].isspace()), max_chars)
-    return text[:cut].rstrip(), True
+    return text[: break_before(text, 0, max_chars)].rstrip(), True
 
 
 def clean_texts(

@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 
 from jobs.platform.errors import CommitConflictError, SchemaMismatchError
 from jobs.platform.paths import spark_path
-from jobs.platform.table_names import ensure_schema, is_table_name, quoted, schema_of
+from jobs.platform.table_names import ensure_schema, is_table_name, quoted, schema_of, sql_string
 
 Result = TypeVar("Result")
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
@@ -143,12 +143,10 @@ def write(
 
 def add_columns(spark: SparkSession, path: str, columns: list[tuple[str, str, str | None]]) -> None:
     """ALTER TABLE ... ADD COLUMNS: (name, Spark SQL type, comment) each, nullable."""
-    parts = []
-    for name, kind, comment in columns:
-        text = (
-            "" if comment is None else " COMMENT '" + comment.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        )
-        parts.append(f"`{name}` {kind}{text}")
+    parts = [
+        f"`{name}` {kind}" + ("" if comment is None else f" COMMENT {sql_string(comment)}")
+        for name, kind, comment in columns
+    ]
     _translate(path, lambda: spark.sql(f"ALTER TABLE {identifier(path)} ADD COLUMNS ({', '.join(parts)})"))
 
 
@@ -195,7 +193,7 @@ def _create_as_select(
     if partition_by:
         clauses += " PARTITIONED BY (" + ", ".join(f"`{c}`" for c in partition_by) + ")"
     if description:
-        clauses += " COMMENT '" + description.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        clauses += f" COMMENT {sql_string(description)}"
     if is_table_name(path):  # a new name: a managed table of its schema, which is created if need be
         ensure_schema(spark, schema_of(path))
     try:

@@ -253,16 +253,19 @@ def add_missing_columns(
     spark: SparkSession,
     path: str,
     engine: str,
-    types: dict[str, str],
+    schema: T.StructType,
     comments: dict[str, str] | None = None,
 ) -> list[str]:
-    """Add the columns of ``types`` (name -> Spark SQL type) that the table at ``path`` lacks, as nullable
-    columns (null in every existing row), with their comments: how a table written by an earlier elmo-lake
-    gains a column a stage writes now. One commit (ALTER TABLE ... ADD COLUMNS); returns the names added."""
+    """Add the columns of ``schema`` (the data a stage writes now) that the table at ``path`` lacks, as
+    nullable columns (null in every existing row), with their comments: how a table written by an earlier
+    elmo-lake gains a column a stage writes now. One commit (ALTER TABLE ... ADD COLUMNS); returns the names
+    added."""
     resolved = resolve_engine(spark, engine)
     present = set(read_delta(spark, path, resolved).columns)
     missing = [
-        (name, kind, (comments or {}).get(name)) for name, kind in types.items() if name not in present
+        (f.name, f.dataType.simpleString(), (comments or {}).get(f.name))
+        for f in schema.fields
+        if f.name not in present
     ]
     if missing:
         if resolved == "spark":

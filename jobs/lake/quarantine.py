@@ -60,16 +60,19 @@ def with_retry_flag(
 
 
 def rejects_table_for(output: str) -> str:
-    """A stage's default rejects table: its output's name or folder + ``_rejects`` (as ingest names its own)."""
+    """A stage's default rejects table (ingest, clean, embed): its output's name or folder + ``_rejects``."""
     return output.rstrip("/") + "_rejects"
 
 
 @dataclass
 class Quarantined:
     table: str
-    documents: int  # documents that failed in this run
+    documents: int  # documents that failed in this run, with their reason in the table
     recorded: int  # rejects rows added (a failure already recorded is not added again)
     first: str  # one example: id and reason
+    unexplained: int = (
+        0  # documents that failed, but not when run again for their reason (the next run retries)
+    )
 
 
 def quarantine(
@@ -90,10 +93,11 @@ def quarantine(
     if ids == 0:
         return None
     rows = [(r["id"], r["reason"]) for r in reasons_of(failed).where(F.col("reason").isNotNull()).collect()]
-    healed = ids - len({doc_id for doc_id, _ in rows})
+    unexplained = ids - len({doc_id for doc_id, _ in rows})
+    if unexplained:
+        log(stage, f"{unexplained} documents failed but not when run again: the next run retries them")
     if not rows:
-        log(stage, f"{ids} documents failed but not when run again: the next run retries them")
-        return Quarantined(rejects_table, ids, 0, "")
+        return Quarantined(rejects_table, 0, 0, "", unexplained)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     failures = spark.createDataFrame(sorted(set(rows)), "id string, reason string").select(
         F.lit(stage).alias("stage"),
@@ -121,9 +125,9 @@ def quarantine(
 
     recorded = retry_once_on_conflict(stage, rejects_table, append_new)
     doc_id, reason = min(rows)
-    if healed:
-        log(stage, f"{healed} documents failed but not when run again: the next run retries them")
-    return Quarantined(rejects_table, ids - healed, recorded, f"document {doc_id!r}: {reason}")
+    return Quarantined(
+        rejects_table, ids - unexplained, recorded, f"document {doc_id!r}: {reason}", unexplained
+    )
 
 
 def warning_line(stage: str, result: Quarantined) -> str:

@@ -77,6 +77,11 @@ def quoted(name: str) -> str:
     return ".".join("`" + part.replace("`", "``") + "`" for part in name.split("."))
 
 
+def sql_string(text: str) -> str:
+    """``text`` as a quoted Spark SQL string literal (a location, a comment)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def schema_of(name: str) -> str:
     """``lake.t`` -> ``lake``; ``main.lake.t`` -> ``main.lake``."""
     return name.rsplit(".", 1)[0]
@@ -127,8 +132,7 @@ def register(spark: SparkSession, name: str, location: str) -> bool:
             f"first (DROP TABLE {name} drops the name only for a table registered from a folder)"
         )
     ensure_schema(spark, schema_of(name))
-    escaped = location.replace("\\", "\\\\").replace("'", "\\'")
-    spark.sql(f"CREATE TABLE IF NOT EXISTS {quoted(name)} USING delta LOCATION '{escaped}'")
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {quoted(name)} USING delta LOCATION {sql_string(location)}")
     return True
 
 
