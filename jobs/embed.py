@@ -58,6 +58,7 @@ from jobs.platform.session import (
     ship_archive,
     ship_code,
 )
+from udfs.elmo.cpu_features import bf16_warning
 from udfs.elmo.hub_runner import hub_model_id
 from udfs.elmo.model_source import resolve
 from udfs.elmo.options import BilmOptions, ModelFormatError
@@ -319,6 +320,10 @@ def run(
     model = resolve_model(
         model_spec or cfg.embed.model, cfg.embed.hub_signature, spark, cfg.embed.backend, cfg.embed.precision
     )
+    # the driver's CPU stands for the executors' (a cluster's nodes are alike as a rule); tasks with GPUs: no word
+    on_gpu = float(cfg.spark.conf.get("spark.task.resource.gpu.amount", 0) or 0) > 0
+    if note := bf16_warning(cfg.embed.precision, "GPU" if on_gpu else "CPU"):
+        log("embed", f"WARNING: {note} (embed.precision)")
     clean = read_delta(spark, input_table, engine)
     if "tokens" not in clean.columns or "id" not in clean.columns:
         raise InputError(

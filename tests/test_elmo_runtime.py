@@ -160,3 +160,39 @@ def test_mean_max_pooling_and_several_sets_from_one_pass(elmo):
     assert together[1][2].shape == (64,) and not together[1][2].any()  # no tokens: zeros
     with pytest.raises(ValueError, match="pooling 'median' is not one of"):
         elmo.embed_sets(batch, [("elmo", "mean"), ("elmo", "median")])
+
+
+def test_bfloat16_is_called_slow_only_on_cpus_without_bf16_instructions(tmp_path):
+    from udfs.elmo.cpu_features import bf16_warning, cpu_flags, has_bf16, matmul_instructions
+
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx fma avx2\n\n")
+    amx = tmp_path / "amx"
+    amx.write_text("processor\t: 0\nflags\t\t: avx2 fma avx512f avx512_bf16 amx_tile amx_bf16\n")
+    plain, tiles = cpu_flags(avx2), cpu_flags(amx)
+    assert matmul_instructions(plain) == "fma avx2"
+    assert (has_bf16(plain), has_bf16(tiles), has_bf16(None)) == (False, True, None)
+    note = bf16_warning("bfloat16", "CPU", plain)
+    assert "no bfloat16 instructions" in note and "slower than float32" in note and "it has fma avx2" in note
+    # bf16 instructions, a GPU, float32, or a system that does not say: nothing to warn about
+    assert bf16_warning("bfloat16", "CPU", tiles) is None
+    assert bf16_warning("bfloat16", "/GPU:0", plain) is None
+    assert bf16_warning("float32", "CPU", plain) is None
+    assert cpu_flags(tmp_path / "absent") is None
+
+
+def test_the_bench_measures_the_precision_asked_and_names_the_cpus_instructions():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from udfs.elmo.cpu_features import cpu_flags, matmul_instructions
+
+    cmd = [sys.executable, "-m", "udfs.elmo", "bench", "--arch", "fixture", "--token-budget", "256"]
+    cmd += ["--tokens", "200", "--text", "synthetic", "--precision", "bfloat16"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("CPU: ") and lines[0].endswith(matmul_instructions(cpu_flags()))
+    rows = [line.split() for line in lines if line.startswith("fixture")]
+    assert [row[:2] for row in rows] == [["fixture", "bfloat16"]], done.stdout

@@ -78,6 +78,7 @@ def embed(args: argparse.Namespace) -> int:
     configure_backend(args.backend)
     import numpy as np
 
+    from udfs.elmo.cpu_features import bf16_warning
     from udfs.elmo.model_source import load_model, resolve
     from udfs.elmo.runtime import load_elmo
 
@@ -111,6 +112,8 @@ def embed(args: argparse.Namespace) -> int:
             token_cache_mb=args.token_cache_mb,
             precision=args.precision,
         )
+    if note := bf16_warning(args.precision, elmo.device):
+        print(f"embed: WARNING: {note} (--precision)", file=sys.stderr)
     sentences = read_sentences(args.input)
     print(
         f"embed: {len(sentences)} sentences, model {elmo.model_id}, backend {elmo.backend} on {elmo.device}",

@@ -1,7 +1,8 @@
 """ELMo runtime benchmark: tokens/s with the token cache off and on, its hit rate, peak memory, FLOP utilisation.
 
     python -m udfs.elmo bench [--arch fixture,small,original] [--token-budget 1024,2048,4096]
-                              [--backend tensorflow] [--tokens 20000] [--text tweets|synthetic]
+                              [--precision float32,bfloat16] [--backend tensorflow] [--tokens 20000]
+                              [--text tweets|synthetic]
 
 Each (architecture, budget) runs in a fresh process, so its peak memory (max RSS) is its own. Weights are random
 with the real shapes. The text is real tweets (``../shared/data/tweets/train.csv``, split into words and
@@ -9,7 +10,9 @@ punctuation as written) when that file is there, else synthetic tweet-like sente
 fewer repeated tokens than real text). The same sentences run with the token cache off, then on (starting
 empty), in the same process. FLOPs per token follow ``BilmOptions.flops_per_token`` (multiply-adds x 2 of the
 char CNN, highway, projection and both directions of every LSTM layer); utilisation (cache off) = FLOPs/token x
-tokens/s / the peak matrix-multiply FLOP/s measured in the same process on the same backend.
+tokens/s / the peak matrix-multiply FLOP/s measured in the same process on the same backend, in float32 (so a
+bfloat16 row's utilisation above 100 % is what bf16 instructions add). The first line names the CPU and the
+instruction sets that decide a product's speed (AVX2/FMA, AVX-512, AVX512-BF16, AMX).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from udfs.elmo.cpu_features import bf16_warning, cpu_flags, cpu_name, matmul_instructions
 
 FILTERS = [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512], [7, 1024]]
 ARCHITECTURES = {
@@ -148,14 +153,18 @@ def peak_matmul_flops(backend: str, size: int = 2048, repeats: int = 10) -> floa
     return 2 * size**3 / best
 
 
-def run_one(arch: str, token_budget: int, n_tokens: int, text: str = "tweets") -> dict:
+def run_one(
+    arch: str, token_budget: int, n_tokens: int, text: str = "tweets", precision: str = "float32"
+) -> dict:
     from udfs.elmo.options import BilmOptions
     from udfs.elmo.runtime import Elmo
     from udfs.elmo.token_cache import TokenCache
     from udfs.elmo.weights import random_arrays
 
     opts = BilmOptions.from_json(ARCHITECTURES[arch])
-    elmo = Elmo(opts, random_arrays(opts), token_budget=token_budget, model_id=f"random-{arch}")
+    elmo = Elmo(
+        opts, random_arrays(opts), token_budget=token_budget, model_id=f"random-{arch}", precision=precision
+    )
     cache = elmo.token_cache
     text, sentences = bench_text(text, n_tokens)
     tokens = sum(len(s) for s in sentences)
@@ -172,6 +181,7 @@ def run_one(arch: str, token_budget: int, n_tokens: int, text: str = "tweets") -
     flops = opts.flops_per_token()
     return {
         "arch": arch,
+        "precision": precision,
         "backend": elmo.backend,
         "device": elmo.device,
         "token_budget": token_budget,
@@ -198,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m udfs.elmo bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="fixture,small,original")
     parser.add_argument("--token-budget", default="1024,2048,4096")
+    parser.add_argument(
+        "--precision", default="float32", help="compute precisions, comma-separated: float32,bfloat16,float16"
+    )
     parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "tensorflow"))
     parser.add_argument("--tokens", type=int, default=20000, help="tokens embedded per measurement")
     parser.add_argument(
@@ -209,44 +222,55 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(args.arch, int(args.token_budget), args.tokens, args.text)))
+        print(json.dumps(run_one(args.arch, int(args.token_budget), args.tokens, args.text, args.precision)))
         return 0
+    flags = cpu_flags()
+    print(f"CPU: {cpu_name()}; matrix-product instructions: {matmul_instructions(flags)}")
+    if (note := bf16_warning("bfloat16", flags=flags)) and "bfloat16" in args.precision:
+        print(f"note: {note}")
     print(
-        f"{'arch':9} {'backend':10} {'device':6} {'budget':>6} {'text':9} {'tokens':>7} {'distinct':>8} "
+        f"{'arch':9} {'precision':9} {'backend':10} {'device':6} {'budget':>6} {'text':9} {'tokens':>7} {'distinct':>8} "
         f"{'tok/s off':>9} {'tok/s on':>9} {'speed-up':>8} {'hit rate':>8} {'cache':>7} "
         f"{'GFLOP/tok':>9} {'peak GF/s':>9} {'util':>6} {'peak RSS':>8}"
     )
-    for arch in args.arch.split(","):
-        for budget in args.token_budget.split(","):
-            cmd = [
-                sys.executable,
-                "-m",
-                "udfs.elmo",
-                "bench",
-                "--one",
-                "--arch",
-                arch,
-                "--token-budget",
-                budget,
-                "--tokens",
-                str(args.tokens),
-                "--text",
-                args.text,
-            ]
-            env = dict(os.environ, KERAS_BACKEND=args.backend, TF_CPP_MIN_LOG_LEVEL="2")
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if done.returncode != 0:
-                print(f"{arch} budget {budget}: failed: {done.stderr.strip().splitlines()[-1:]}")
-                continue
-            r = json.loads(done.stdout.strip().splitlines()[-1])
-            print(
-                f"{r['arch']:9} {r['backend']:10} {r['device'][:6]:6} {r['token_budget']:>6} {r['text']:9} "
-                f"{r['tokens']:>7,} {r['distinct_tokens']:>8,} {r['tokens_per_s_off']:>9,.0f} "
-                f"{r['tokens_per_s']:>9,.0f} {r['speedup']:>7.2f}x {r['hit_rate']:>8.1%} "
-                f"{r['cache_mb']:>5.1f}MB {r['flops_per_token'] / 1e9:>9.3f} {r['peak_matmul_gflops']:>9.1f} "
-                f"{r['utilisation']:>6.1%} {r['peak_rss_gb']:>6.2f}GB",
-                flush=True,
-            )
+    runs = [
+        (arch, budget, precision)
+        for arch in args.arch.split(",")
+        for budget in args.token_budget.split(",")
+        for precision in args.precision.split(",")
+    ]
+    for arch, budget, precision in runs:
+        cmd = [
+            sys.executable,
+            "-m",
+            "udfs.elmo",
+            "bench",
+            "--one",
+            "--arch",
+            arch,
+            "--token-budget",
+            budget,
+            "--tokens",
+            str(args.tokens),
+            "--text",
+            args.text,
+            "--precision",
+            precision,
+        ]
+        env = dict(os.environ, KERAS_BACKEND=args.backend, TF_CPP_MIN_LOG_LEVEL="2")
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            print(f"{arch} budget {budget} {precision}: failed: {done.stderr.strip().splitlines()[-1:]}")
+            continue
+        r = json.loads(done.stdout.strip().splitlines()[-1])
+        print(
+            f"{r['arch']:9} {r['precision']:9} {r['backend']:10} {r['device'][:6]:6} {r['token_budget']:>6} {r['text']:9} "
+            f"{r['tokens']:>7,} {r['distinct_tokens']:>8,} {r['tokens_per_s_off']:>9,.0f} "
+            f"{r['tokens_per_s']:>9,.0f} {r['speedup']:>7.2f}x {r['hit_rate']:>8.1%} "
+            f"{r['cache_mb']:>5.1f}MB {r['flops_per_token'] / 1e9:>9.3f} {r['peak_matmul_gflops']:>9.1f} "
+            f"{r['utilisation']:>6.1%} {r['peak_rss_gb']:>6.2f}GB",
+            flush=True,
+        )
     return 0
 
 
