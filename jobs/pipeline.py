@@ -46,6 +46,16 @@ from jobs.platform.paths import (
 from jobs.platform.session import get_spark
 from jobs.platform.table_names import check_schema_name, refuse_on_delta_rs, register
 
+# the stages' Delta tables under --out, each of which may have a rejects table beside it
+STAGE_TABLES = (
+    "train_documents",
+    "score_documents",
+    "train_clean",
+    "score_clean",
+    "train_embeddings",
+    "score_embeddings",
+)
+
 
 def sample_inputs() -> tuple[str, str]:
     return default_sample(), default_score_sample()
@@ -111,14 +121,7 @@ def register_tables(spark: SparkSession, cfg: Config, schema: str, tables: dict[
         name: path for name, path in tables.items() if name != "classifier"
     }  # the classifier is a folder
     # the stages' rejects tables, beside their outputs (as the stages name them), where a stage wrote one
-    for table in (
-        "train_documents",
-        "score_documents",
-        "train_clean",
-        "score_clean",
-        "train_embeddings",
-        "score_embeddings",
-    ):
+    for table in STAGE_TABLES:
         paths[f"{table}_rejects"] = rejects_table_for(tables[table])
     for folder, path in paths.items():
         if table_exists(spark, path, cfg.delta.engine):
@@ -139,20 +142,7 @@ def run(
 ) -> dict:
     root = spark_path(out)  # the tables: what Spark sees (dbfs:/..., /Volumes/..., s3://..., a local folder)
     files = Path(local_path(root))  # predictions.csv, the report, the state: written by this process
-    t = {
-        name: join(root, name)
-        for name in (
-            "train_documents",
-            "score_documents",
-            "train_clean",
-            "score_clean",
-            "train_embeddings",
-            "score_embeddings",
-            "classifier",
-            "runs",
-            "predictions",
-        )
-    }
+    t = {name: join(root, name) for name in (*STAGE_TABLES, "classifier", "runs", "predictions")}
     stages = Stages(7 if schema else 6)
     start = time.perf_counter()
     stages.run(

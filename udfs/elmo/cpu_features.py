@@ -15,28 +15,32 @@ MATMUL_FLAGS = ("fma", "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
-    """The first processor's flags (Linux); None where the system does not say (then nothing is claimed)."""
+def _cpuinfo_value(keys: tuple[str, ...], cpuinfo: Path) -> str | None:
+    """The first processor's value of the first of ``keys`` that ``cpuinfo`` has; None if none (or no file)."""
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
         return None
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):  # x86, then ARM
-            return set(value.split())
+        if key.strip() in keys:
+            return value.strip()
     return None
 
 
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
+    """The first processor's flags (Linux); None where the system does not say (then nothing is claimed)."""
+    flags = _cpuinfo_value(("flags", "Features"), cpuinfo)  # x86, then ARM
+    return None if flags is None else set(flags.split())
+
+
 def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    try:
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    return (
+        _cpuinfo_value(("model name",), cpuinfo)
+        or platform.processor()
+        or platform.machine()
+        or "unknown CPU"
+    )
 
 
 def matmul_instructions(flags: set[str] | None) -> str:
