@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TWEETS = ROOT.parent / "shared" / "data" / "tweets"
 
 
-def generate(rows: int, path: Path, seed: int = 0) -> None:
-    """``rows`` tweets with shuffled words and unique ids, as a CSV of id,label,tweet."""
+def generate(rows: int, path: Path, seed: int = 0, start: int = 0) -> None:
+    """``rows`` tweets with shuffled words and unique ids (from ``start``), as a CSV of id,label,tweet."""
     source = []
     for name in ("train.csv", "unlabeled.csv"):
         with open(TWEETS / name, encoding="utf-8", newline="") as fin:
@@ -40,7 +40,7 @@ def generate(rows: int, path: Path, seed: int = 0) -> None:
     with open(path, "w", encoding="utf-8", newline="") as fout:
         writer = csv.writer(fout)
         writer.writerow(["id", "label", "tweet"])
-        for i in range(rows):
+        for i in range(start, start + rows):
             label, tweet = source[rng.randrange(len(source))]
             words = tweet.split()
             rng.shuffle(words)

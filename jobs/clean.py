@@ -29,6 +29,7 @@ from jobs.lake.delta_tables import (
     snapshot_version,
     write_delta,
 )
+from jobs.lake.increments import find_work, increment_note, rows_written
 from jobs.lake.quarantine import Quarantined, quarantine, rejects_table_for, warning_line, with_retry_flag
 from jobs.platform.cli import job_parser, log, run_job
 from jobs.platform.config import Config
@@ -142,14 +143,13 @@ def run(
             raise InputError(
                 f"{input_table} has no column {column!r} (columns: {docs.columns}); is it a documents table?"
             )
-    docs = docs.select("id", "text")
     return retry_once_on_conflict(
         "clean",
         output_table,
         lambda: _clean_missing(
             spark,
             cfg,
-            docs,
+            input_table,
             output_table,
             rejects_table or rejects_table_for(output_table),
             settings,
@@ -162,18 +162,30 @@ def run(
 def _clean_missing(
     spark: SparkSession,
     cfg: Config,
-    docs: DataFrame,
+    input_table: str,
     output_table: str,
     rejects_table: str,
     settings: CleanSettings,
     model: str,
     fingerprint: str,
 ) -> CleanSummary:
-    """Clean the ids the output lacks at its current version (all of them if the settings changed)."""
+    """Clean the ids the output lacks at its current version (all of them if the settings changed): of the
+    input's rows, those added since the last run with these settings (``jobs/lake/increments.py``), else all."""
     engine = cfg.delta.engine
     mode = "append"
-    version = snapshot_version(spark, output_table, engine)
-    if version is not None:
+    work = find_work(
+        spark,
+        cfg,
+        "clean",
+        input_table,
+        output_table,
+        same={"clean_fingerprint": fingerprint},
+        rejects_table=rejects_table,
+        log=lambda line: log("clean", line),
+    )
+    docs = work.rows.select("id", "text")
+    version = work.output_version if work.all_new else snapshot_version(spark, output_table, engine)
+    if version is not None and not work.all_new:
         existing = read_delta(spark, output_table, engine, version=version)
         fingerprints = {r[0] for r in existing.select("clean_fingerprint").distinct().collect()}
         if fingerprints <= {fingerprint}:
@@ -186,9 +198,12 @@ def _clean_missing(
     todo = docs.count()
     if todo == 0 and mode == "append" and version is not None:
         release(docs)
-        log("clean", f"nothing to clean: every document is in {output_table} already")
+        log("clean", f"nothing to clean: every document is in {output_table} already{increment_note(work)}")
         return CleanSummary(output_table, 0, 0, fingerprint, mode, version)
-    log("clean", f"cleaning {todo} documents with spaCy {model} ({partitions} partitions)")
+    log(
+        "clean",
+        f"cleaning {todo} documents with spaCy {model} ({partitions} partitions){increment_note(work)}",
+    )
     ship_code(spark)
     fault = fault_pattern("clean")
     flagged = with_retry_flag(spark, cfg, docs, "clean", rejects_table)
@@ -212,7 +227,9 @@ def _clean_missing(
             read_version=version,
             key_columns=["id"],
             staging_max_age_hours=cfg.delta.staging_max_age_hours,
-            user_metadata=commit_metadata("clean", spacy_model=model, clean_fingerprint=fingerprint),
+            user_metadata=commit_metadata(
+                "clean", spacy_model=model, clean_fingerprint=fingerprint, **work.progress
+            ),
         )
         quarantined = None
         # fewer rows written than documents given: some failed (they are run again for their reason)
@@ -233,9 +250,13 @@ def _clean_missing(
     finally:
         release(docs)
     # spaCy runs once: the new empty rows are counted in the table (one boolean column), not by cleaning twice
-    empty = count_empty(spark, output_table, engine, result.version)
-    if mode == "append":
-        empty -= count_empty(spark, output_table, engine, version)
+    written = rows_written(spark, output_table, engine, version, result.version) if mode == "append" else None
+    if written is not None:  # this run's commit, from the log: the cost follows the run, not the table
+        empty = written.where(F.col("empty")).count()
+    else:
+        empty = count_empty(spark, output_table, engine, result.version)
+        if mode == "append":
+            empty -= count_empty(spark, output_table, engine, version)
     return CleanSummary(
         output_table, result.num_records, empty, fingerprint, mode, result.version, quarantined
     )

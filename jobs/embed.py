@@ -13,7 +13,8 @@ vector per token, only when pooling is 'none'); ``dim`` (length of each vector);
 ``model_id`` (hash of the model's options and weights; the table is partitioned by it, so tables of different
 models never mix); ``created_at`` (UTC). Layer 'all' concatenates the layers' vectors; pooling 'mean_max' is the
 mean vector then the max vector. A run embeds only the ids that have no row yet for this model, layer and
-pooling, so re-running after a crash or on a grown input adds exactly the missing rows. ``--sets`` writes several
+pooling, so re-running after a crash or on a grown input adds exactly the missing rows; it reads only the clean
+rows added since the last run (``jobs/lake/increments.py``). ``--sets`` writes several
 (layer, pooling) sets from one pass of the model: each document runs once, for every set it lacks. A document the model fails on is
 quarantined in the rejects table (default EMBEDDINGS_TABLE_rejects) with its reason, and retried by the next run
 (``jobs/lake/quarantine.py``).
@@ -44,6 +45,7 @@ from jobs.lake.delta_tables import (
     rows_missing_from,
 )
 from jobs.lake.embedding_sets import embedding_set
+from jobs.lake.increments import find_work, increment_note
 from jobs.lake.quarantine import Quarantined, quarantine, rejects_table_for, warning_line, with_retry_flag
 from jobs.platform.cli import job_parser, log, run_job
 from jobs.platform.config import Config
@@ -329,12 +331,17 @@ def run(
         raise InputError(
             f"{input_table} has no 'id' and 'tokens' columns (columns: {clean.columns}); run jobs/clean.py first"
         )
-    clean = clean.select("id", "tokens")
     return retry_once_on_conflict(
         "embed",
         output_table,
         lambda: _embed_missing(
-            spark, cfg, clean, output_table, rejects_table or rejects_table_for(output_table), model, sets
+            spark,
+            cfg,
+            input_table,
+            output_table,
+            rejects_table or rejects_table_for(output_table),
+            model,
+            sets,
         ),
     )
 
@@ -348,14 +355,34 @@ def describe_sets(sets: list[tuple[str, str]]) -> str:
 def _embed_missing(
     spark: SparkSession,
     cfg: Config,
-    clean: DataFrame,
+    input_table: str,
     output_table: str,
     rejects_table: str,
     model: ResolvedModel,
     sets: list[tuple[str, str]],
 ) -> EmbedSummary:
-    """Embed the ids the output lacks at its current version, and commit only on top of that version."""
-    if len(sets) == 1:
+    """Embed the ids the output lacks at its current version, and commit only on top of that version: of the
+    input's rows, those added since the last run (``jobs/lake/increments.py``), else all of them."""
+    work = find_work(
+        spark,
+        cfg,
+        "embed",
+        input_table,
+        output_table,
+        stream={"model_id": model.model_id, "sets": describe_sets(sets)},
+        rejects_table=rejects_table,
+        log=lambda line: log("embed", line),
+    )
+    clean = work.rows.select("id", "tokens")
+    if work.all_new:  # rows the input gained since the last run: none of them can be in the output
+        version = work.output_version
+        missing_ids = clean
+        missing_pairs = (
+            None
+            if len(sets) == 1
+            else clean.select("id").crossJoin(spark.createDataFrame(sets, "layer string, pooling string"))
+        )
+    elif len(sets) == 1:
         missing_ids, version = rows_missing_from(
             spark, clean, output_table, cfg.delta.engine, ["id"], embedding_set(model.model_id, *sets[0])
         )
@@ -382,7 +409,8 @@ def _embed_missing(
         release(clean)
         log(
             "embed",
-            f"nothing to embed: every document has a row for {model.model_id} ({describe_sets(sets)})",
+            f"nothing to embed: every document has a row for {model.model_id} ({describe_sets(sets)})"
+            + increment_note(work),
         )
         return EmbedSummary(output_table, model.model_id, 0, 0, 0, 0.0, version)
     # executors elsewhere (a cluster, a Connect server) get their own copy of the model folder, unpacked
@@ -407,7 +435,7 @@ def _embed_missing(
     log(
         "embed",
         f"embedding {rows} documents ({tokens} tokens) with {model.model_id}, {describe_sets(sets)}, "
-        f"{partitions} partitions",
+        f"{partitions} partitions{increment_note(work)}",
     )
     start = time.perf_counter()
     rows_out = embed_documents(
@@ -425,7 +453,9 @@ def _embed_missing(
             EMBEDDINGS_DESCRIPTION,
             partition_by=["model_id"],
             comments=EMBEDDINGS_COMMENTS,
-            user_metadata=commit_metadata("embed", model_id=model.model_id, sets=describe_sets(sets)),
+            user_metadata=commit_metadata(
+                "embed", model_id=model.model_id, sets=describe_sets(sets), **work.progress
+            ),
         )
         took = time.perf_counter() - start
         quarantined = None

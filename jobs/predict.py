@@ -30,6 +30,7 @@ from jobs.lake.delta_tables import (
     rows_missing_from,
 )
 from jobs.lake.embedding_sets import embedding_set
+from jobs.lake.increments import find_work
 from jobs.learning.classifier import Classifier
 from jobs.platform.cli import job_parser, log, run_job
 from jobs.platform.config import Config
@@ -75,10 +76,9 @@ def run(
     csv_path: str | None = None,
 ) -> int:
     classifier = Classifier.load(classifier_dir)
-    emb = embeddings_for(spark, cfg, embeddings, classifier)
-    predictions = score(emb, classifier)
+    embeddings_for(spark, cfg, embeddings, classifier)  # the model's embeddings are there, or a clear error
     added = retry_once_on_conflict(
-        "predict", output, lambda: _append_missing(spark, cfg, predictions, output, classifier.classifier_id)
+        "predict", output, lambda: _append_missing(spark, cfg, embeddings, output, classifier)
     )
     log("predict", f"{added} new predictions with {classifier.classifier_id} in {output}")
     if csv_path:
@@ -87,13 +87,28 @@ def run(
 
 
 def _append_missing(
-    spark: SparkSession, cfg: Config, predictions: DataFrame, output: str, classifier_id: str
+    spark: SparkSession, cfg: Config, embeddings: str, output: str, classifier: Classifier
 ) -> int:
-    """Append the ids the output lacks for this classifier at its current version, on top of that version."""
-    this_classifier = F.col("classifier_id") == classifier_id
-    predictions, version = rows_missing_from(
-        spark, predictions, output, cfg.delta.engine, ["id"], this_classifier
+    """Append the ids the output lacks for this classifier at its current version, on top of that version: of
+    the embeddings, those added since the last run (``jobs/lake/increments.py``), else all of them."""
+    classifier_id = classifier.classifier_id
+    work = find_work(
+        spark,
+        cfg,
+        "predict",
+        embeddings,
+        output,
+        stream={"classifier_id": classifier_id},
+        log=lambda line: log("predict", line),
     )
+    mine = work.rows.where(embedding_set(classifier.model_id, classifier.layer, classifier.pooling))
+    predictions = score(mine, classifier)
+    if work.all_new:  # embeddings the input gained since the last run: none has a prediction yet
+        version = work.output_version
+    else:
+        predictions, version = rows_missing_from(
+            spark, predictions, output, cfg.delta.engine, ["id"], F.col("classifier_id") == classifier_id
+        )
     predictions = reuse(predictions)  # counted, then written: SQL scoring, cheap to recompute
     try:
         added = predictions.count()
@@ -105,7 +120,7 @@ def _append_missing(
                 version,
                 ["id", "classifier_id"],
                 PREDICTIONS_DESCRIPTION,
-                user_metadata=commit_metadata("predict", classifier_id=classifier_id),
+                user_metadata=commit_metadata("predict", classifier_id=classifier_id, **work.progress),
             )
     finally:
         release(predictions)

@@ -78,7 +78,9 @@ def stages(spark, cfg, lake: Path) -> dict:
         spark, cfg, tables["score_emb"], str(lake / "classifier"), str(lake / "pred"), str(lake / "p.csv")
     )
     embeddings = DeltaTable(tables["emb"]).to_pyarrow_table().to_pylist()
+    gained = incremental_embed(spark, cfg, tables)
     return {
+        "incremental": gained,
         "embeddings": {r["id"]: r for r in embeddings},
         "clean": {r["id"]: r["tokens"] for r in DeltaTable(tables["clean"]).to_pyarrow_table().to_pylist()},
         "predictions": (lake / "p.csv").read_text(),
@@ -87,6 +89,30 @@ def stages(spark, cfg, lake: Path) -> dict:
         "spark_ml_baseline": spark_ml.metrics["tfidf_baseline"],
         "runs": DeltaTable(str(lake / "runs")).to_pyarrow_table().num_rows,
     }
+
+
+def incremental_embed(spark, cfg, tables: dict) -> tuple:
+    """The clean table gains the score documents: the next embed reads only them, from the Delta log (read through
+    the session, over Connect too); afterwards there is nothing new. (rows read, embedded, rows read after)."""
+    from jobs import embed
+    from jobs.lake.delta_tables import read_delta, resolve_engine, write_delta
+    from jobs.lake.increments import find_work
+
+    engine = resolve_engine(spark, cfg.delta.engine)
+    write_delta(
+        read_delta(spark, tables["score_clean"], engine), tables["clean"], mode="append", engine=engine
+    )
+
+    def work():
+        model = embed.resolve_model(MODEL, "tokens", spark, "numpy", "float32")
+        stream = {"model_id": model.model_id, "sets": "layer elmo, pooling mean"}
+        found = find_work(spark, cfg, "embed", tables["clean"], tables["emb"], stream=stream)
+        assert found.incremental
+        return found.rows.count()
+
+    before = work()
+    summary = embed.run(spark, cfg, tables["clean"], tables["emb"], MODEL)
+    return before, summary.embedded + summary.without_tokens, work()
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +175,7 @@ def test_every_stage_over_connect_equals_the_classic_run(runs):
     ours, theirs = remote["spark_ml_baseline"], classic["spark_ml_baseline"]
     assert ours["reg_param"] == theirs["reg_param"] and abs(ours["f1"] - theirs["f1"]) <= 1e-6
     assert remote["runs"] == classic["runs"] == 2
+    assert remote["incremental"] == classic["incremental"] == (12, 12, 0)  # the 12 score documents, then none
 
 
 def test_model_copies_from_spark_file_systems_alike(spark, server, tmp_path):

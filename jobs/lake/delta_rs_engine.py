@@ -152,28 +152,43 @@ def read(spark: SparkSession, path: str, version: int | None = None) -> DataFram
     _check_readable(dt, path)
     arrow_schema = pa.schema(dt.schema().to_arrow())
     spark_schema = from_arrow_schema(arrow_schema, prefer_timestamp_ntz=False)
-    columns = [f.name for f in spark_schema.fields]
     partition_by = list(dt.metadata().partition_columns)
     adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
-    if not adds:
+    files = [
+        # the log holds URL-encoded relative paths; the files have the decoded names
+        (unquote(a["path"]), {c: a.get(f"partition.{c}") for c in partition_by})
+        for a in adds
+    ]
+    return read_files(spark, table_uri(path), spark_schema, partition_by, files)
+
+
+def read_files(
+    spark: SparkSession,
+    root: str,
+    spark_schema: T.StructType,
+    partition_by: list[str],
+    files: list[tuple[str, dict[str, object]]],
+) -> DataFrame:
+    """Rows of some of a table's data files as one DataFrame with the table's schema: ``files`` are (path
+    relative to ``root``, decoded; partition values), as the log lists them. Files without deletion vectors in a
+    table without column mapping (the callers check)."""
+    columns = [f.name for f in spark_schema.fields]
+    if not files:
         return spark.createDataFrame([], spark_schema)
-    root = table_uri(path)
-    for add in adds:  # the log holds URL-encoded relative paths; the files have the decoded names
-        add["path"] = unquote(add["path"])
-    files = [f"{root}/{a['path']}" for a in adds]
+    paths = [f"{root}/{relative}" for relative, _ in files]
     if not partition_by:
-        return spark.read.schema(spark_schema).parquet(*files).select(*columns)
-    values = [{c: a.get(f"partition.{c}") for c in partition_by} for a in adds]
-    values = [{c: (None if v is None else str(v)) for c, v in row.items()} for row in values]
+        return spark.read.schema(spark_schema).parquet(*paths).select(*columns)
+    values = [{c: (None if v.get(c) is None else str(v.get(c))) for c in partition_by} for _, v in files]
     if all(
-        a["path"].startswith(partition_dir(partition_by, v) + "/") for a, v in zip(adds, values, strict=True)
+        relative.startswith(partition_dir(partition_by, v) + "/")
+        for (relative, _), v in zip(files, values, strict=True)
     ):
         # Hive-style folders that match the log: Spark parses the partition values from the paths.
-        return spark.read.schema(spark_schema).option("basePath", root).parquet(*files).select(*columns)
+        return spark.read.schema(spark_schema).option("basePath", root).parquet(*paths).select(*columns)
     # Files placed elsewhere (other writers may): take the values from the log, one read per partition.
     data_schema = T.StructType([f for f in spark_schema.fields if f.name not in partition_by])
     groups: dict[tuple, list[str]] = {}
-    for file, row in zip(files, values, strict=True):
+    for file, row in zip(paths, values, strict=True):
         groups.setdefault(tuple(row[c] for c in partition_by), []).append(file)
     frames = []
     for key, group_files in groups.items():

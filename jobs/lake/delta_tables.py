@@ -8,7 +8,8 @@
 - ``delta-rs`` — plain Spark plus the ``deltalake`` package (``jobs/lake/delta_rs_engine.py``): sessions without the
   connector (air-gapped machines, Spark Connect servers without Delta).
 
-Both write the same Delta tables, each readable and writable by the other. Jobs import only this module.
+Both write the same Delta tables, each readable and writable by the other. Jobs import this module (and, above
+it, ``increments``, ``quarantine`` and ``embedding_sets``), never the engines.
 """
 
 from __future__ import annotations

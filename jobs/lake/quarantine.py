@@ -5,7 +5,8 @@ documents it was given that still lack output, runs just those again to learn wh
 the stage's rejects table (``OUTPUT_rejects`` unless ``--rejects`` names another) once: the key is (stage, id,
 reason), so a document failing the same way in every run is recorded once. Nothing else is needed to retry:
 a quarantined document still lacks output, so the next run processes it again, and a fixed model or setting
-heals it (its rejects rows stay, as history).
+heals it (its rejects rows stay, as history). A document that fails in its task but not when run again alone
+is recorded too (reason: UNEXPLAINED), so that runs reading only what their input gained still retry it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ REJECTS_COMMENTS = {
     "failed_at": "when the failure was recorded (UTC)",
 }
 KEYS = ["stage", "id", "reason"]
+UNEXPLAINED = "failed in its task but not when run again alone; the next run retries it"
 
 
 def with_retry_flag(
@@ -89,15 +91,19 @@ def quarantine(
 
     The failures are collected on the driver: a task fails the job before more than the stage's
     max_reject_fraction of its rows fail, so they are few."""
-    ids = failed.select("id").distinct().count()
-    if ids == 0:
+    failed_ids = {r["id"] for r in failed.select("id").distinct().collect()}
+    if not failed_ids:
         return None
-    rows = [(r["id"], r["reason"]) for r in reasons_of(failed).where(F.col("reason").isNotNull()).collect()]
-    unexplained = ids - len({doc_id for doc_id, _ in rows})
+    ids = len(failed_ids)
+    explained = [
+        (r["id"], r["reason"]) for r in reasons_of(failed).where(F.col("reason").isNotNull()).collect()
+    ]
+    # recorded too, so that a run reading only what its input gained (jobs/lake/increments.py) retries them
+    others = sorted(failed_ids - {doc_id for doc_id, _ in explained})
+    unexplained = len(others)
     if unexplained:
         log(stage, f"{unexplained} documents failed but not when run again: the next run retries them")
-    if not rows:
-        return Quarantined(rejects_table, 0, 0, "", unexplained)
+    rows = explained + [(doc_id, UNEXPLAINED) for doc_id in others]
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     failures = spark.createDataFrame(sorted(set(rows)), "id string, reason string").select(
         F.lit(stage).alias("stage"),
@@ -124,10 +130,8 @@ def quarantine(
         return count
 
     recorded = retry_once_on_conflict(stage, rejects_table, append_new)
-    doc_id, reason = min(rows)
-    return Quarantined(
-        rejects_table, ids - unexplained, recorded, f"document {doc_id!r}: {reason}", unexplained
-    )
+    first = f"document {min(explained)[0]!r}: {min(explained)[1]}" if explained else ""
+    return Quarantined(rejects_table, ids - unexplained, recorded, first, unexplained)
 
 
 def warning_line(stage: str, result: Quarantined) -> str:

@@ -69,6 +69,12 @@ SCHEMA: dict[str, dict[str, Setting]] = {
             "deltalake) or 'auto' (the connector when it is on the classpath)",
             ("auto", "delta-rs", "spark"),
         ),
+        "incremental": Setting(
+            True,
+            bool,
+            "clean, embed and predict read only the files their input gained since their last run (from the "
+            "Delta log; jobs/lake/increments.py); false: every run anti-joins its whole input with its output",
+        ),
         "target_file_rows": Setting(
             1_000_000, int, "delta-rs engine: rows per Parquet file written by a task"
         ),
