@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_scale import ROOT, TWEETS, generate
+from benchmarks.bench_scale import ROOT, generate, tweets_absent
 
 ENGINE_NAMES = {"delta-rs": "delta-rs", "spark": "connector"}
 
@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         rows, engine = args.one.split(",")
         print(json.dumps(run_size(int(rows), engine, args.cores)))
         return 0
-    if not (TWEETS / "train.csv").is_file():
-        print(f"skipped: {TWEETS} is absent (this benchmark needs the project's shared tweets)")
+    if tweets_absent():
         return 0
     from udfs.elmo.cpu_features import cpu_name
 

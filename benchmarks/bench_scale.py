@@ -30,6 +30,14 @@ ROOT = Path(__file__).resolve().parent.parent
 TWEETS = ROOT.parent / "shared" / "data" / "tweets"
 
 
+def tweets_absent() -> bool:
+    """True, having said so, when ../shared's tweets are absent: the benchmarks made from them skip."""
+    if (TWEETS / "train.csv").is_file():
+        return False
+    print(f"skipped: {TWEETS} is absent (this benchmark needs the project's shared tweets)")
+    return True
+
+
 def generate(rows: int, path: Path, seed: int = 0, start: int = 0) -> None:
     """``rows`` tweets with shuffled words and unique ids (from ``start``), as a CSV of id,label,tweet."""
     source = []
@@ -123,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(run_size(args.one, args.cores)))
         return 0
-    if not (TWEETS / "train.csv").is_file():
-        print(f"skipped: {TWEETS} is absent (this benchmark needs the project's shared tweets)")
+    if tweets_absent():
         return 0
     print(
         f"machine: {platform.node()}, {os.cpu_count()} cores; Spark local[{args.cores}]; default model, cache on"
