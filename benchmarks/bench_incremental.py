@@ -4,10 +4,10 @@ reading the whole input (``delta.incremental=false``, before) and only what it g
     .venv/bin/python -m benchmarks.bench_incremental [--rows 31680,126720] [--engines delta-rs,spark] [--cores 2]
 
 Per engine and size, on ``local[cores]`` with the default model (rows from the real tweets, as ``bench_scale``
-makes them): a full ingest -> clean -> embed in one process (timed per stage); then, each as its own
-``./spark-submit.sh`` process as a scheduler starts it (timed whole: start-up, session, model load in the
-workers, the stage): clean and embed with nothing new, before and after; then +1 % rows ingested, cleaned and
-embedded before, and another +1 % after. Printed: seconds per run, and per engine the large size's time over
+makes them, in one CSV file in a folder that ingest reads): a full ingest -> clean -> embed in one process (timed
+per stage); then, each as its own ``./spark-submit.sh`` process as a scheduler starts it (timed whole: start-up,
+session, model load in the workers, the stage): ingest, clean and embed with nothing new, before and after; then
++1 % rows (a new file in the folder) ingested, cleaned and embedded before, and another +1 % after. Printed: seconds per run, and per engine the large size's time over
 the small size's (the issue's goal: within 1.3x for the 'after' runs).
 """
 
@@ -69,12 +69,22 @@ def run_size(rows: int, engine: str, cores: int) -> dict:
         if done.returncode != 0:
             raise RuntimeError(f"jobs/{job}.py failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
 
-    def stages(prefix: str, incremental: bool, csv_file: Path | None) -> None:
-        if csv_file is not None:
-            timed(
-                f"{prefix} ingest",
-                lambda: launch("ingest", "--input", str(csv_file), "--table", docs, incremental=incremental),
-            )
+    incoming = work / "incoming"
+
+    def stages(prefix: str, incremental: bool) -> None:
+        timed(
+            f"{prefix} ingest",
+            lambda: launch(
+                "ingest",
+                "--input",
+                str(incoming),
+                "--format",
+                "csv",
+                "--table",
+                docs,
+                incremental=incremental,
+            ),
+        )
         timed(
             f"{prefix} clean",
             lambda: launch("clean", "--input", docs, "--output", clean, incremental=incremental),
@@ -85,25 +95,25 @@ def run_size(rows: int, engine: str, cores: int) -> dict:
         )
 
     try:
-        generate(rows, work / "full.csv")
+        incoming.mkdir()
+        generate(rows, incoming / "full.csv")
         cfg = load_config("local", settings)
         spark = get_spark(cfg)
         try:
             timed(
                 "full ingest",
-                lambda: ingest_job.run(spark, cfg, str(work / "full.csv"), docs, docs + "_rejects"),
+                lambda: ingest_job.run(spark, cfg, str(incoming), docs, docs + "_rejects", "csv"),
             )
             timed("full clean", lambda: clean_job.run(spark, cfg, docs, clean))
             timed("full embed", lambda: embed_job.run(spark, cfg, clean, emb))
         finally:
             spark.stop()
         for when in ("before", "after"):
-            stages(f"nothing new, {when}:", when == "after", None)
+            stages(f"nothing new, {when}:", when == "after")
         step = rows // 100
         for n, when in enumerate(("before", "after")):
-            part = work / f"plus-{n}.csv"
-            generate(step, part, seed=n + 1, start=rows + n * step)
-            stages(f"+1 %, {when}:", when == "after", part)
+            generate(step, incoming / f"plus-{n}.csv", seed=n + 1, start=rows + n * step)
+            stages(f"+1 %, {when}:", when == "after")
         return {"rows": rows, "engine": engine, "step": step, "seconds": seconds}
     finally:
         shutil.rmtree(work, ignore_errors=True)

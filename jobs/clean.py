@@ -184,7 +184,7 @@ def _clean_missing(
         log=lambda line: log("clean", line),
     )
     docs = work.rows.select("id", "text")
-    version = work.output_version if work.all_new else snapshot_version(spark, output_table, engine)
+    version = work.output_version
     if version is not None and not work.all_new:
         existing = read_delta(spark, output_table, engine, version=version)
         fingerprints = {r[0] for r in existing.select("clean_fingerprint").distinct().collect()}

@@ -6,6 +6,10 @@ Documents are ``id`` (string), ``text``, ``label`` (0/1 or null), ``source_file`
 missing or blank id or text, a label other than 0/1, or an id seen earlier in the input is not a document: it
 goes to the rejects table with the reason and where it came from. Ids already in the table are skipped, so
 re-running on the same input adds nothing.
+
+A folder (or glob) is read incrementally: each run lists its files and reads only those not in the table's
+source-files table (``TABLE_source_files``: path, size, modification time, records read), so a run over a folder
+that gained a file reads that file; a file changed in place (another size or modification time) is read again.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from jobs.lake.delta_tables import (
     append_on_snapshot,
     commit_metadata,
     engine_name,
+    read_delta,
     retry_once_on_conflict,
     rows_missing_from,
+    snapshot_version,
+    table_exists,
 )
 from jobs.lake.quarantine import rejects_table_for
 from jobs.platform.cli import job_parser, log, run_job
@@ -42,6 +49,22 @@ DOCUMENTS_DESCRIPTION = (
 )
 REJECTS_DESCRIPTION = "elmo-lake ingest rejects: the input rows that are not documents, with the reason"
 REJECT_COLUMNS = ["source_file", "record", "id", "text", "label", "reason", "ingested_at"]
+SOURCE_FILES_DESCRIPTION = (
+    "elmo-lake ingest: the files read from a folder input (path, size, modification time, records read); a later "
+    "ingest of that folder reads only the files not listed here"
+)
+SOURCE_FILES_COMMENTS = {
+    "path": "the file, as Spark lists it (documents.source_file)",
+    "size": "its size in bytes when it was read",
+    "modified_ms": "its modification time when it was read (milliseconds since 1970-01-01 UTC)",
+    "records": "records read from it (documents, rows already in the table and rejects)",
+    "input": "the ingest's --input (a folder or glob)",
+    "ingested_at": "when it was read (UTC)",
+}
+SOURCE_FILE_KEYS = ["path", "size", "modified_ms"]
+SOURCE_FILES_SCHEMA = (
+    "path string, size long, modified_ms long, records long, input string, ingested_at timestamp"
+)
 
 
 @dataclass
@@ -53,6 +76,7 @@ class IngestSummary:
     already_present: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     version: int | None = None
+    files: tuple[int, int] | None = None  # a folder input: (files read this run, files listed)
 
     def describe(self) -> str:
         reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(self.rejected.items())) or "none"
@@ -60,6 +84,61 @@ class IngestSummary:
             f"read {self.read} records: added {self.added}, skipped {self.already_present} already in the table, "
             f"rejected {sum(self.rejected.values())} ({reasons})"
         )
+
+
+@dataclass(frozen=True, order=True)
+class SourceFile:
+    path: str  # as Spark lists it, the same string as the documents' source_file
+    size: int
+    modified_ms: int
+
+
+def source_files_table_for(table: str) -> str:
+    """Where ingest lists the files of a folder input it has read: the documents table's name or folder +
+    ``_source_files``."""
+    return table.rstrip("/") + "_source_files"
+
+
+def list_source_files(spark: SparkSession, input_path: str) -> list[SourceFile] | None:
+    """The files of a folder or glob input, as Spark's readers see them (hidden files aside); None when the input
+    is one file. One listing job, no file contents read."""
+    if Path(input_path).is_file():
+        return None
+    source = spark_path(input_path)
+    try:
+        rows = (
+            spark.read.format("binaryFile")
+            .load(source)
+            .select("path", "length", F.unix_millis("modificationTime").alias("modified_ms"))
+            .collect()
+        )
+    except Exception as exc:
+        if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
+            raise InputError(f"input {input_path} does not exist") from None
+        raise InputError(f"cannot list the files of {input_path}: {str(exc).splitlines()[0]}") from None
+    if len(rows) == 1 and _same_file(rows[0]["path"], source):
+        return None
+    return sorted(SourceFile(r["path"], int(r["length"]), int(r["modified_ms"])) for r in rows)
+
+
+def _same_file(listed: str, source: str) -> bool:
+    from urllib.parse import unquote, urlparse
+
+    return unquote(urlparse(listed).path).rstrip("/") == unquote(urlparse(source).path).rstrip("/")
+
+
+def unread_files(
+    spark: SparkSession, cfg: Config, listed: list[SourceFile], files_table: str
+) -> list[SourceFile]:
+    """The listed files that the source-files table does not hold with the same size and modification time
+    (all of them without that table, or with ``delta.incremental`` off)."""
+    if not cfg.delta.incremental or not table_exists(spark, files_table, cfg.delta.engine):
+        return listed
+    read = {
+        SourceFile(r["path"], r["size"], r["modified_ms"])
+        for r in read_delta(spark, files_table, cfg.delta.engine).select(*SOURCE_FILE_KEYS).collect()
+    }
+    return [f for f in listed if f not in read]
 
 
 def input_format(path: str, fmt: str) -> str:
@@ -74,16 +153,31 @@ def input_format(path: str, fmt: str) -> str:
     return formats[suffix]
 
 
-def read_input(spark: SparkSession, path: str, fmt: str, cfg: Config) -> DataFrame:
-    """The input's rows with every column as it came, plus ``source_file`` and ``_order`` (input order)."""
+def read_input(
+    spark: SparkSession,
+    path: str,
+    fmt: str,
+    cfg: Config,
+    files: list[str] | None = None,
+    allow_empty: bool = False,
+) -> DataFrame | None:
+    """The input's rows with every column as it came, plus ``source_file`` and ``_order`` (input order).
+
+    ``files``: read only these files of the folder ``path`` (as ``list_source_files`` gives them).
+    ``allow_empty``: no rows is None, not an InputError (new files of a folder that hold no records)."""
     fmt = input_format(path, fmt)
     encoding = spark_charset(cfg.ingest.encoding)
     # what Spark reads (dbfs:/ for /dbfs/; absolute, so a Connect server finds it too)
-    source = spark_path(path)
+    source: str | list[str] = spark_path(path)
+    base = spark.read
+    if files is not None:
+        if not any(c in path for c in "*?[{"):  # partition folders (k=v) found below the folder, as before
+            base = base.option("basePath", source)
+        source = files
     try:
         if fmt == "csv":
             reader = (
-                spark.read.option("header", True)
+                base.option("header", True)
                 .option("multiLine", True)  # quoted tweets that span lines
                 .option("quote", '"')
                 .option("escape", '"')
@@ -95,19 +189,21 @@ def read_input(spark: SparkSession, path: str, fmt: str, cfg: Config) -> DataFra
             raw = reader.csv(source)
         elif fmt == "json":
             raw = (
-                spark.read.option("mode", "PERMISSIVE")
+                base.option("mode", "PERMISSIVE")
                 .option("columnNameOfCorruptRecord", CORRUPT)  # a line that is not JSON: kept whole, rejected
                 .option("encoding", encoding)
                 .json(source)
             )
         else:
-            raw = spark.read.parquet(source)
+            raw = base.parquet(*([source] if isinstance(source, str) else source))
         raw.schema  # noqa: B018  (Spark Connect reads lazily: a missing input fails here, not later)
     except Exception as exc:
         if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
             raise InputError(f"input {path} does not exist") from None
         raise InputError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from None
     if raw.limit(1).count() == 0:
+        if allow_empty:
+            return None
         raise InputError(f"no rows in {path}")
     if fmt == "json" and [c for c in raw.columns if c != CORRUPT] == []:
         first = spark.read.text(source).first()[0]  # (Spark refuses a query of the corrupt column alone)
@@ -295,7 +391,37 @@ def run(
     spark: SparkSession, cfg: Config, input_path: str, table: str, rejects_table: str, fmt: str = "auto"
 ) -> IngestSummary:
     summary = IngestSummary(table=table, rejects_table=rejects_table)
-    raw = read_input(spark, input_path, fmt if fmt else cfg.ingest.format, cfg)
+    fmt = fmt if fmt else cfg.ingest.format
+    files_table = source_files_table_for(table)
+    listed = list_source_files(spark, input_path)
+    new_files = None
+    if listed is not None:
+        new_files = unread_files(spark, cfg, listed, files_table)
+        summary.files = (len(new_files), len(listed))
+        if not listed and not table_exists(spark, files_table, cfg.delta.engine):
+            raise InputError(f"no files in {input_path}")
+        # nothing new (also a folder emptied after it was read, as archiving its files elsewhere leaves it)
+        if not new_files:
+            summary.version = snapshot_version(spark, table, cfg.delta.engine)
+            log(
+                "ingest",
+                f"nothing new in {input_path}: its {len(listed)} files were all read before "
+                f"(same size and modification time, listed in {shown(files_table)})",
+            )
+            return summary
+        if len(new_files) < len(listed):
+            log(
+                "ingest",
+                f"{input_path}: reading {len(new_files)} new or changed files of {len(listed)} "
+                f"(the others were read before, listed in {shown(files_table)})",
+            )
+    only = [f.path for f in new_files] if new_files is not None and new_files != listed else None
+    raw = read_input(spark, input_path, fmt, cfg, files=only, allow_empty=listed is not None)
+    if raw is None:
+        log("ingest", f"the {len(new_files)} new files of {input_path} hold no records")
+        _record_files(spark, cfg, files_table, new_files, {}, input_path)
+        summary.version = snapshot_version(spark, table, cfg.delta.engine)
+        return summary
     text_column = pick_text_column(
         [c for c in raw.columns if c not in INTERNAL_COLUMNS], cfg.ingest.text_column
     )
@@ -306,9 +432,11 @@ def run(
         )
     )
     try:
-        counts = checked.groupBy("reason").count().collect()
+        counts = checked.groupBy("source_file", "reason").count().collect()
         summary.read = sum(r["count"] for r in counts)
-        summary.rejected = {r["reason"]: r["count"] for r in counts if r["reason"] is not None}
+        for r in counts:
+            if r["reason"] is not None:
+                summary.rejected[r["reason"]] = summary.rejected.get(r["reason"], 0) + r["count"]
         valid = sum(r["count"] for r in counts if r["reason"] is None)
         retry_once_on_conflict(
             "ingest",
@@ -320,7 +448,49 @@ def run(
         )
     finally:
         release(checked)
+    if new_files is not None:
+        records: dict[str, int] = {}
+        for r in counts:
+            records[r["source_file"]] = records.get(r["source_file"], 0) + r["count"]
+        _record_files(spark, cfg, files_table, new_files, records, input_path)
     return summary
+
+
+def _record_files(
+    spark: SparkSession,
+    cfg: Config,
+    files_table: str,
+    files: list[SourceFile],
+    records: dict[str, int],
+    input_path: str,
+) -> None:
+    """List the files this run read in the source-files table, after their rows are committed: a run killed
+    before this reads them again, and adds nothing (documents and rejects are appended on their keys)."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    rows = [(f.path, f.size, f.modified_ms, records.get(f.path, 0), input_path, now) for f in files]
+
+    def append() -> None:
+        new, version = rows_missing_from(
+            spark,
+            spark.createDataFrame(rows, SOURCE_FILES_SCHEMA),
+            files_table,
+            cfg.delta.engine,
+            SOURCE_FILE_KEYS,
+        )
+        if version is not None and new.limit(1).count() == 0:
+            return  # another run listed them first
+        append_on_snapshot(
+            new,
+            files_table,
+            cfg,
+            version,
+            SOURCE_FILE_KEYS,
+            SOURCE_FILES_DESCRIPTION,
+            comments=SOURCE_FILES_COMMENTS,
+            user_metadata=commit_metadata("ingest files", input=input_path),
+        )
+
+    retry_once_on_conflict("ingest", files_table, append)
 
 
 def _append_new_documents(
@@ -402,6 +572,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("ingest", summary.describe())
         print(f"documents: {shown(args.table)} (Delta, version {summary.version})")
         print(f"rejects:   {shown(rejects)}")
+        if summary.files is not None:
+            print(
+                f"files:     {shown(source_files_table_for(args.table))} ({summary.files[0]} read this run)"
+            )
         print(f"delta engine: {engine_name(spark, cfg.delta.engine)}")
         return 0
 

@@ -81,6 +81,7 @@ def stages(spark, cfg, lake: Path) -> dict:
     gained = incremental_embed(spark, cfg, tables)
     return {
         "incremental": gained,
+        "folder": folder_ingest(spark, cfg, lake),
         "embeddings": {r["id"]: r for r in embeddings},
         "clean": {r["id"]: r["tokens"] for r in DeltaTable(tables["clean"]).to_pyarrow_table().to_pylist()},
         "predictions": (lake / "p.csv").read_text(),
@@ -113,6 +114,27 @@ def incremental_embed(spark, cfg, tables: dict) -> tuple:
     before = work()
     summary = embed.run(spark, cfg, tables["clean"], tables["emb"], MODEL)
     return before, summary.embedded + summary.without_tokens, work()
+
+
+def folder_ingest(spark, cfg, lake: Path) -> tuple:
+    """A folder ingested, then again after it gained a file: the second run lists the folder through the session
+    and reads only the new file. ((files read, listed), added) for each run."""
+    import shutil
+
+    from jobs import ingest
+    from jobs.platform.paths import default_sample, default_score_sample
+
+    folder = lake / "incoming"
+    folder.mkdir()
+    shutil.copy(default_sample(), folder / "labelled.csv")
+    first = ingest.run(
+        spark, cfg, str(folder), str(lake / "folder_docs"), str(lake / "folder_rejects"), "csv"
+    )
+    shutil.copy(default_score_sample(), folder / "unlabelled.csv")
+    second = ingest.run(
+        spark, cfg, str(folder), str(lake / "folder_docs"), str(lake / "folder_rejects"), "csv"
+    )
+    return (first.files, first.added), (second.files, second.added)
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +198,7 @@ def test_every_stage_over_connect_equals_the_classic_run(runs):
     assert ours["reg_param"] == theirs["reg_param"] and abs(ours["f1"] - theirs["f1"]) <= 1e-6
     assert remote["runs"] == classic["runs"] == 2
     assert remote["incremental"] == classic["incremental"] == (12, 12, 0)  # the 12 score documents, then none
+    assert remote["folder"] == classic["folder"] == (((1, 1), 43), ((1, 2), 12))  # the new file read alone
 
 
 def test_model_copies_from_spark_file_systems_alike(spark, server, tmp_path):

@@ -196,3 +196,9 @@ def test_the_bench_measures_the_precision_asked_and_names_the_cpus_instructions(
     assert lines[0].startswith("CPU: ") and lines[0].endswith(matmul_instructions(cpu_flags()))
     rows = [line.split() for line in lines if line.startswith("fixture")]
     assert [row[:2] for row in rows] == [["fixture", "bfloat16"]], done.stdout
+    # the recurrence alone: the batch shape it ran on, its GFLOP/s and share of the peak, the ceilings it implies
+    import re
+
+    batch, rate, share, ceiling, at_peak = rows[0][-5:]
+    assert re.fullmatch(r"\d+x\d+", batch) and float(rate) > 0 and share.endswith("%"), done.stdout
+    assert float(ceiling.replace(",", "")) > 0 and float(at_peak.replace(",", "")) > 0, done.stdout

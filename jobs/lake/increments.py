@@ -37,7 +37,6 @@ from pyspark.sql import functions as F
 from jobs.lake import delta_connector_engine as connector
 from jobs.lake import delta_rs_engine as delta_rs
 from jobs.lake.delta_tables import (
-    partition_columns,
     read_delta,
     resolve_engine,
     snapshot_version,
@@ -92,8 +91,8 @@ def find_work(
     input_version = snapshot_version(spark, input_table, engine)
     output_version = snapshot_version(spark, output_table, engine)
     full = read_delta(spark, input_table, engine, version=input_version)
-    input_id = _table_id(spark, input_table, engine)
-    progress = {"input": input_table, "input_id": input_id, "input_version": input_version}
+    facts = table_facts(spark, input_table, engine)
+    progress = {"input": input_table, "input_id": facts.id, "input_version": input_version}
     since = None
     if cfg.delta.incremental and output_version is not None:
         last = last_progress(spark, output_table, engine, stream)
@@ -102,16 +101,16 @@ def find_work(
     if since is None:
         return Work(full, input_version, output_version, None, False, progress)
     try:
-        if last.get("input_id", input_id) != input_id:
-            raise Rewritten(f"was replaced by another table (id {input_id}) since the last run read it")
-        files = files_added(spark, input_table, engine, since, input_version)
+        if last.get("input_id", facts.id) != facts.id:
+            raise Rewritten(f"was replaced by another table (id {facts.id}) since the last run read it")
+        files = files_added(spark, facts, engine, since, input_version)
     except Rewritten as why:
         if log:
             log(
                 f"{input_table} {why}: reading all of it and leaving out what {output_table} has, as a first run does"
             )
         return Work(full, input_version, output_version, None, False, progress)
-    rows = _read_added(spark, input_table, engine, full, files)
+    rows = delta_rs.read_files(spark, facts.root, full.schema, facts.partitions, files)
     quarantined = _quarantined_rows(spark, engine, stage, rejects_table, full)
     if quarantined is not None:
         rows = rows.unionByName(quarantined).dropDuplicates(["id"])
@@ -157,7 +156,7 @@ def _user_metadata(spark: SparkSession, table: str, engine: str) -> list[str | N
 
 
 def files_added(
-    spark: SparkSession, table: str, engine: str, since: int, until: int
+    spark: SparkSession, table: TableFacts, engine: str, since: int, until: int
 ) -> list[tuple[str, dict[str, object]]]:
     """The data files (relative path, partition values) that commits since+1..until added with new rows.
 
@@ -201,17 +200,16 @@ def files_added(
 
 
 def _log_commits(
-    spark: SparkSession, table: str, engine: str, first: int, last: int
+    spark: SparkSession, table: TableFacts, engine: str, first: int, last: int
 ) -> dict[int, list[dict]]:
     """The actions of commits first..last, by version. Raises Rewritten if any commit file is gone (the log was
     cleaned up after a checkpoint)."""
     names = {f"{v:020d}.json": v for v in range(first, last + 1)}
     commits: dict[int, list[dict]] = {v: [] for v in range(first, last + 1)}
     if engine == "spark":
-        root = _table_location(spark, table)
         try:
             lines = (
-                spark.read.text([f"{root}/_delta_log/{name}" for name in names])
+                spark.read.text([f"{table.root}/_delta_log/{name}" for name in names])
                 .select("value", F.col("_metadata.file_name").alias("name"))
                 .collect()
             )
@@ -225,7 +223,7 @@ def _log_commits(
             if line["value"].strip():
                 commits[names[line["name"]]].append(json.loads(line["value"]))
         return commits
-    fs, root = delta_rs.open_table_filesystem(delta_rs.table_uri(table))
+    fs, root = delta_rs.open_table_filesystem(table.root)
     for name, version in names.items():
         try:
             with fs.open_input_stream(f"{root}/_delta_log/{name}") as stream:
@@ -236,28 +234,25 @@ def _log_commits(
     return commits
 
 
-def _table_id(spark: SparkSession, table: str, engine: str) -> str:
-    """The table's id (its metaData's): a table deleted and written anew under the same name has another."""
+@dataclass(frozen=True)
+class TableFacts:
+    """What reading a table's log needs, from one look at the table (DESCRIBE DETAIL / its metadata)."""
+
+    id: str  # the table's id (its metaData's): a table deleted and written anew under the same name has another
+    root: str  # its folder, as the engine reads it
+    partitions: list[str]
+
+
+def table_facts(spark: SparkSession, table: str, engine: str) -> TableFacts:
     if engine == "spark":
-        return str(connector.detail(spark, table)["id"])
+        detail = connector.detail(spark, table)
+        root = str(detail["location"]) if is_table_name(table) else spark_path(table)
+        return TableFacts(str(detail["id"]), root.rstrip("/"), list(detail["partitionColumns"] or []))
     from deltalake import DeltaTable
 
-    return str(DeltaTable(delta_rs.table_uri(table)).metadata().id)
-
-
-def _table_location(spark: SparkSession, table: str) -> str:
-    if is_table_name(table):
-        return str(connector.detail(spark, table)["location"]).rstrip("/")
-    return spark_path(table).rstrip("/")
-
-
-def _read_added(
-    spark: SparkSession, table: str, engine: str, full: DataFrame, files: list[tuple[str, dict[str, object]]]
-) -> DataFrame:
-    """The rows of ``files`` (from ``files_added``) with the table's schema."""
-    root = _table_location(spark, table) if engine == "spark" else delta_rs.table_uri(table)
-    partitions = partition_columns(spark, table, engine) or []
-    return delta_rs.read_files(spark, root, full.schema, partitions, files)
+    uri = delta_rs.table_uri(table)
+    metadata = DeltaTable(uri).metadata()
+    return TableFacts(str(metadata.id), uri, list(metadata.partition_columns))
 
 
 def _quarantined_rows(
@@ -279,8 +274,10 @@ def rows_written(
     say (then compare the two snapshots)."""
     if before is None:
         return None
+    facts = table_facts(spark, table, engine)
     try:
-        files = files_added(spark, table, engine, before, after)
+        files = files_added(spark, facts, engine, before, after)
     except Rewritten:
         return None
-    return _read_added(spark, table, engine, read_delta(spark, table, engine, version=after), files)
+    schema = read_delta(spark, table, engine, version=after).schema
+    return delta_rs.read_files(spark, facts.root, schema, facts.partitions, files)

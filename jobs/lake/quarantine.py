@@ -130,7 +130,8 @@ def quarantine(
         return count
 
     recorded = retry_once_on_conflict(stage, rejects_table, append_new)
-    first = f"document {min(explained)[0]!r}: {min(explained)[1]}" if explained else ""
+    example = min(explained) if explained else None
+    first = f"document {example[0]!r}: {example[1]}" if example else ""
     return Quarantined(rejects_table, ids - unexplained, recorded, first, unexplained)
 
 

@@ -13,6 +13,12 @@ char CNN, highway, projection and both directions of every LSTM layer); utilisat
 tokens/s / the peak matrix-multiply FLOP/s measured in the same process on the same backend, in float32 (so a
 bfloat16 row's utilisation above 100 % is what bf16 instructions add). The first line names the CPU and the
 instruction sets that decide a product's speed (AVX2/FMA, AVX-512, AVX512-BF16, AMX).
+
+The recurrence alone (``recurrence_rate``: the biLSTM's per-step products and gate arithmetic, on the median
+batch shape of the run, ``batch`` = rows x steps): ``rec GF/s``, its share of the peak (``rec/peak``), and the
+ceiling it implies for the token-cache path (``ceiling``: tokens/s with the biLSTM's input projections at peak and
+its recurrence at the measured rate; ``at peak``: tokens/s with all of the biLSTM at peak). Measured tokens/s
+with the cache on below ``ceiling`` is time outside the biLSTM's products (batching, the token cache, copies).
 """
 
 from __future__ import annotations
@@ -153,6 +159,86 @@ def peak_matmul_flops(backend: str, size: int = 2048, repeats: int = 10) -> floa
     return 2 * size**3 / best
 
 
+def recurrence_rate(elmo, rows: int, steps: int, repeats: int = 5) -> dict:
+    """The biLSTM recurrence alone, on one batch shape (rows x steps), both directions of every layer: its
+    per-step products (state -> gates, cell -> projection) and the gate arithmetic between them.
+
+    Timed as the project's ``bilstm_layer`` over random inputs minus the same layer's input projections (one
+    product over all steps, outside the recurrence), each compiled and timed best-of-``repeats``. FLOPs are the
+    recurrence's products only (2 per multiply-add), so the rate says how close the step loop comes to a
+    large product's speed."""
+    import numpy as np
+    from keras import ops
+
+    from udfs.elmo.bilm import bilstm_layer
+    from udfs.elmo.runtime import _compile
+
+    opts, params = elmo.options, elmo._params
+    dtype = params["lstm_0_bias"].dtype
+    h, s = opts.lstm_dim, opts.state_dim
+    rng = np.random.default_rng(0)
+
+    def timed(run, *args) -> float:
+        run(*args)  # compile, warm up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run(*args)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    whole, projections = 0.0, 0.0
+    for layer in range(opts.n_layers):
+        width = opts.projection_dim if layer == 0 else s
+
+        def lstm(p, x_f, x_b, layer=layer):
+            mask = ops.ones((ops.shape(x_f)[0], ops.shape(x_f)[1], 1), dtype)
+            c0 = ops.zeros((2, ops.shape(x_f)[1], h), dtype)
+            m0 = ops.zeros((2, ops.shape(x_f)[1], s), dtype)
+            inputs = (ops.cast(x_f, dtype), ops.cast(x_b, dtype))
+            (out_f, out_b), _ = bilstm_layer(p, opts, layer, inputs, mask, c0, m0, exact_state=False)
+            return (ops.cast(out_f, "float32"), ops.cast(out_b, "float32"))
+
+        def project(p, x_f, x_b, layer=layer, width=width):
+            kernels = p[f"lstm_{layer}_input_kernel"]
+            out = [
+                ops.matmul(ops.reshape(ops.cast(x, dtype), (-1, width)), kernels[d])
+                for d, x in enumerate((x_f, x_b))
+            ]
+            return tuple(ops.cast(o, "float32") for o in out)
+
+        signature = [("float32", [None, None, width])] * 2
+        x = [rng.standard_normal((steps, rows, width)).astype(np.float32) for _ in range(2)]
+        run_lstm = _compile(elmo.backend, lstm, params, signature, (1, 1), (0, 0), (1, 1), (0, 0))
+        run_projections = _compile(
+            elmo.backend, project, params, signature, (1, 1), (0, 0), (0, 0), (None, None)
+        )
+        whole += timed(run_lstm, *x)
+        projections += timed(run_projections, *x)
+    seconds = max(whole - projections, 1e-9)
+    flops = steps * rows * opts.n_layers * 2 * 2 * (s * 4 * h + (h * s if s < h else 0))
+    return {
+        "rows": rows,
+        "steps": steps,
+        "seconds": round(seconds, 4),
+        "gflops": round(flops / seconds / 1e9, 1),
+        "flops_per_token": flops // (steps * rows),
+    }
+
+
+def typical_batch(sentences: list[list[str]], token_budget: int) -> tuple[int, int]:
+    """The median batch's rows and padded steps, as the runtime plans the bench's sentences."""
+    import statistics
+
+    from udfs.elmo.runtime import plan_batches
+
+    lengths = [len(s) for s in sentences]
+    batches = plan_batches(lengths, token_budget)
+    rows = int(statistics.median(len(b) for b in batches))
+    steps = int(statistics.median(max(lengths[i] for i in b) + 2 for b in batches))
+    return rows, steps
+
+
 def run_one(
     arch: str, token_budget: int, n_tokens: int, text: str = "tweets", precision: str = "float32"
 ) -> dict:
@@ -179,6 +265,9 @@ def run_one(
         timings[label] = time.perf_counter() - start
     peak = peak_matmul_flops(elmo.backend)
     flops = opts.flops_per_token()
+    recurrence = recurrence_rate(elmo, *typical_batch(sentences, token_budget))
+    # what the cache-on path does per token: the biLSTM (input projections and recurrence); the token layer aside
+    lstm_flops = opts.lstm_flops_per_token()
     return {
         "arch": arch,
         "precision": precision,
@@ -200,6 +289,18 @@ def run_one(
         "flops_per_token": flops,
         "peak_matmul_gflops": round(peak / 1e9, 1),
         "utilisation": round(flops * tokens / timings["off"] / peak, 3),
+        "recurrence": recurrence,
+        "recurrence_share": round(recurrence["gflops"] * 1e9 / peak, 3),
+        # tokens/s if the biLSTM's input projections ran at peak and its recurrence at the rate measured
+        "ceiling_tokens_per_s": round(
+            1
+            / (
+                (lstm_flops - recurrence["flops_per_token"]) / peak
+                + recurrence["flops_per_token"] / (recurrence["gflops"] * 1e9)
+            ),
+            1,
+        ),
+        "peak_tokens_per_s": round(peak / lstm_flops, 1),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
     }
 
@@ -231,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{'arch':9} {'precision':9} {'backend':10} {'device':6} {'budget':>6} {'text':9} {'tokens':>7} {'distinct':>8} "
         f"{'tok/s off':>9} {'tok/s on':>9} {'speed-up':>8} {'hit rate':>8} {'cache':>7} "
-        f"{'GFLOP/tok':>9} {'peak GF/s':>9} {'util':>6} {'peak RSS':>8}"
+        f"{'GFLOP/tok':>9} {'peak GF/s':>9} {'util':>6} {'peak RSS':>8} {'batch':>7} {'rec GF/s':>8} "
+        f"{'rec/peak':>8} {'ceiling':>8} {'at peak':>8}"
     )
     runs = [
         (arch, budget, precision)
@@ -268,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['tokens']:>7,} {r['distinct_tokens']:>8,} {r['tokens_per_s_off']:>9,.0f} "
             f"{r['tokens_per_s']:>9,.0f} {r['speedup']:>7.2f}x {r['hit_rate']:>8.1%} "
             f"{r['cache_mb']:>5.1f}MB {r['flops_per_token'] / 1e9:>9.3f} {r['peak_matmul_gflops']:>9.1f} "
-            f"{r['utilisation']:>6.1%} {r['peak_rss_gb']:>6.2f}GB",
+            f"{r['utilisation']:>6.1%} {r['peak_rss_gb']:>6.2f}GB "
+            f"{r['recurrence']['rows']:>3}x{r['recurrence']['steps']:<3} {r['recurrence']['gflops']:>8.1f} "
+            f"{r['recurrence_share']:>8.1%} {r['ceiling_tokens_per_s']:>8,.0f} {r['peak_tokens_per_s']:>8,.0f}",
             flush=True,
         )
     return 0

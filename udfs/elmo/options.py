@@ -49,17 +49,22 @@ class BilmOptions:
         LSTM       2 dirs * n_layers * 2 * ((I + S) * 4H + H*S) (gates from input I and state S; projection)
         Element-wise work (gates, clipping, max-pooling) is not counted.
         """
-        f, p, h, s = self.n_filters, self.projection_dim, self.lstm_dim, self.state_dim
+        f, p = self.n_filters, self.projection_dim
         cnn = sum(
             2 * w * self.char_embed_dim * n * (self.max_characters_per_token - w + 1) for w, n in self.filters
         )
         highway = self.n_highway * 2 * 2 * f * f
         proj = 2 * f * p if f != p else 0
+        return cnn + highway + proj + self.lstm_flops_per_token()
+
+    def lstm_flops_per_token(self) -> int:
+        """The biLSTM's part of ``flops_per_token``: what a token costs when its token layer comes from a cache."""
+        p, h, s = self.projection_dim, self.lstm_dim, self.state_dim
         lstm = 0
         for layer in range(self.n_layers):
             inp = p if layer == 0 else s
             lstm += 2 * 2 * ((inp + s) * 4 * h + (h * s if s < h else 0))
-        return cnn + highway + proj + lstm
+        return lstm
 
     def to_json(self) -> dict:
         return {
