@@ -128,15 +128,20 @@ def _same_file(listed: str, source: str) -> bool:
 
 
 def unread_files(
-    spark: SparkSession, cfg: Config, listed: list[SourceFile], files_table: str
+    spark: SparkSession, cfg: Config, listed: list[SourceFile], files_table: str, table: str
 ) -> list[SourceFile]:
     """The listed files that the source-files table does not hold with the same size and modification time
-    (all of them without that table, or with ``delta.incremental`` off)."""
-    if not cfg.delta.incremental or not table_exists(spark, files_table, cfg.delta.engine):
+    (all of them without that table or without the documents ``table``, or with ``delta.incremental`` off)."""
+    engine = cfg.delta.engine
+    if (
+        not cfg.delta.incremental
+        or not table_exists(spark, files_table, engine)
+        or not table_exists(spark, table, engine)
+    ):
         return listed
     read = {
         SourceFile(r["path"], r["size"], r["modified_ms"])
-        for r in read_delta(spark, files_table, cfg.delta.engine).select(*SOURCE_FILE_KEYS).collect()
+        for r in read_delta(spark, files_table, engine).select(*SOURCE_FILE_KEYS).collect()
     }
     return [f for f in listed if f not in read]
 
@@ -396,7 +401,7 @@ def run(
     listed = list_source_files(spark, input_path)
     new_files = None
     if listed is not None:
-        new_files = unread_files(spark, cfg, listed, files_table)
+        new_files = unread_files(spark, cfg, listed, files_table, table)
         summary.files = (len(new_files), len(listed))
         if not listed and not table_exists(spark, files_table, cfg.delta.engine):
             raise InputError(f"no files in {input_path}")

@@ -268,3 +268,8 @@ def test_a_folder_is_read_incrementally_new_and_changed_files_only(spark, engine
         assert (again.files, again.read, again.added) == ((4, 4), 8, 0)
     # (read together, c.csv's second "1" is a duplicate of a.csv's within the input: now a reject too)
     assert ids(table) == ["1", "2", "3", "4", "6", "7"] and ids(rejects) == ["1", "5"]
+
+    # the documents table deleted, its list of files left behind: the folder is read whole again
+    shutil.rmtree(table)
+    rebuilt = ingest()
+    assert (rebuilt.files, rebuilt.added) == ((4, 4), 6) and ids(table) == ["1", "2", "3", "4", "6", "7"]
