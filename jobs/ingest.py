@@ -551,7 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--input",
         default=None,
-        help="input file or folder (local or any Hadoop path); default: the built-in sample",
+        help="input file, folder or glob (local or any Hadoop path; a folder's files are read once each, listed "
+        "in TABLE_source_files, and read again only when changed); default: the built-in sample",
     )
     parser.add_argument(
         "--table", default="lake/documents", help="Delta table of documents (default: %(default)s)"
