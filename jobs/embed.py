@@ -49,7 +49,7 @@ from jobs.lake.increments import find_work, increment_note
 from jobs.lake.quarantine import Quarantined, quarantine, rejects_table_for, warning_line, with_retry_flag
 from jobs.platform.cli import job_parser, log, run_job
 from jobs.platform.config import Config
-from jobs.platform.errors import ConfigError, InputError
+from jobs.platform.errors import ConfigError, InputError, is_missing_path
 from jobs.platform.paths import default_model
 from jobs.platform.session import (
     default_parallelism,
@@ -208,11 +208,10 @@ def copy_from_hadoop(spark: SparkSession, spec: str) -> str:
             if handle:
                 handle.close()
     except Exception as exc:
-        text = str(exc)
-        if "PATH_NOT_FOUND" in text or "does not exist" in text:
+        if is_missing_path(exc):
             raise InputError(f"--model {spec} does not exist") from None
         raise InputError(
-            f"--model {spec}: cannot copy it from its file system: {text.strip().splitlines()[0]}"
+            f"--model {spec}: cannot copy it from its file system: {str(exc).strip().splitlines()[0]}"
         ) from None
     if not copied:
         raise InputError(f"--model {spec} holds no files")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from jobs.lake.delta_tables import (
 from jobs.lake.quarantine import rejects_table_for
 from jobs.platform.cli import job_parser, log, run_job
 from jobs.platform.config import Config
-from jobs.platform.errors import ConfigError, InputError
+from jobs.platform.errors import ConfigError, InputError, is_missing_path
 from jobs.platform.paths import default_sample, spark_path
 from jobs.platform.session import get_spark, release, reuse
 from jobs.platform.table_names import shown
@@ -113,7 +114,7 @@ def list_source_files(spark: SparkSession, input_path: str) -> list[SourceFile] 
             .collect()
         )
     except Exception as exc:
-        if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
+        if is_missing_path(exc):
             raise InputError(f"input {input_path} does not exist") from None
         raise InputError(f"cannot list the files of {input_path}: {str(exc).splitlines()[0]}") from None
     if len(rows) == 1 and _same_file(rows[0]["path"], source):
@@ -128,20 +129,21 @@ def _same_file(listed: str, source: str) -> bool:
 
 
 def unread_files(
-    spark: SparkSession, cfg: Config, listed: list[SourceFile], files_table: str, table: str
+    spark: SparkSession,
+    cfg: Config,
+    listed: list[SourceFile],
+    files_table: str,
+    table: str,
+    files_known: bool,
 ) -> list[SourceFile]:
     """The listed files that the source-files table does not hold with the same size and modification time
-    (all of them without that table or without the documents ``table``, or with ``delta.incremental`` off)."""
-    engine = cfg.delta.engine
-    if (
-        not cfg.delta.incremental
-        or not table_exists(spark, files_table, engine)
-        or not table_exists(spark, table, engine)
-    ):
+    (all of them without that table (``files_known`` false) or without the documents ``table``, or with
+    ``delta.incremental`` off)."""
+    if not (cfg.delta.incremental and files_known and table_exists(spark, table, cfg.delta.engine)):
         return listed
     read = {
         SourceFile(r["path"], r["size"], r["modified_ms"])
-        for r in read_delta(spark, files_table, engine).select(*SOURCE_FILE_KEYS).collect()
+        for r in read_delta(spark, files_table, cfg.delta.engine).select(*SOURCE_FILE_KEYS).collect()
     }
     return [f for f in listed if f not in read]
 
@@ -203,7 +205,7 @@ def read_input(
             raw = base.parquet(*([source] if isinstance(source, str) else source))
         raw.schema  # noqa: B018  (Spark Connect reads lazily: a missing input fails here, not later)
     except Exception as exc:
-        if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
+        if is_missing_path(exc):
             raise InputError(f"input {path} does not exist") from None
         raise InputError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from None
     if raw.limit(1).count() == 0:
@@ -401,10 +403,11 @@ def run(
     listed = list_source_files(spark, input_path)
     new_files = None
     if listed is not None:
-        new_files = unread_files(spark, cfg, listed, files_table, table)
-        summary.files = (len(new_files), len(listed))
-        if not listed and not table_exists(spark, files_table, cfg.delta.engine):
+        files_known = table_exists(spark, files_table, cfg.delta.engine)
+        if not listed and not files_known:
             raise InputError(f"no files in {input_path}")
+        new_files = unread_files(spark, cfg, listed, files_table, table, files_known)
+        summary.files = (len(new_files), len(listed))
         # nothing new (also a folder emptied after it was read, as archiving its files elsewhere leaves it)
         if not new_files:
             summary.version = snapshot_version(spark, table, cfg.delta.engine)
@@ -439,9 +442,11 @@ def run(
     try:
         counts = checked.groupBy("source_file", "reason").count().collect()
         summary.read = sum(r["count"] for r in counts)
+        rejected = Counter()
         for r in counts:
             if r["reason"] is not None:
-                summary.rejected[r["reason"]] = summary.rejected.get(r["reason"], 0) + r["count"]
+                rejected[r["reason"]] += r["count"]
+        summary.rejected = dict(rejected)
         valid = sum(r["count"] for r in counts if r["reason"] is None)
         retry_once_on_conflict(
             "ingest",
@@ -454,9 +459,9 @@ def run(
     finally:
         release(checked)
     if new_files is not None:
-        records: dict[str, int] = {}
+        records = Counter()
         for r in counts:
-            records[r["source_file"]] = records.get(r["source_file"], 0) + r["count"]
+            records[r["source_file"]] += r["count"]
         _record_files(spark, cfg, files_table, new_files, records, input_path)
     return summary
 

@@ -42,6 +42,7 @@ from jobs.lake.delta_tables import (
     snapshot_version,
     table_exists,
 )
+from jobs.platform.errors import is_missing_path
 from jobs.platform.paths import spark_path
 from jobs.platform.table_names import is_table_name
 
@@ -214,7 +215,7 @@ def _log_commits(
                 .collect()
             )
         except Exception as exc:
-            if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
+            if is_missing_path(exc):
                 raise Rewritten(
                     f"has no log entries for versions {first}..{last} any more (cleaned up)"
                 ) from None

@@ -39,3 +39,9 @@ class CommitConflictError(ElmoLakeError):
 
 class SetupError(ElmoLakeError):
     """Something the job needs is not installed; the message says how to install it."""
+
+
+def is_missing_path(exc: BaseException) -> bool:
+    """Whether a Spark read failed because its path does not exist (classic and Connect word it differently)."""
+    text = str(exc)
+    return "PATH_NOT_FOUND" in text or "does not exist" in text

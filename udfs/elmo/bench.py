@@ -150,13 +150,18 @@ def peak_matmul_flops(backend: str, size: int = 2048, repeats: int = 10) -> floa
         matmul = jax.jit(lambda x, y: (x @ y).sum())
     else:
         matmul = lambda x, y: ops.sum(ops.matmul(x, y))  # noqa: E731
-    ops.convert_to_numpy(matmul(a, b))
+    return 2 * size**3 / best_seconds(lambda: ops.convert_to_numpy(matmul(a, b)), repeats)
+
+
+def best_seconds(run, repeats: int) -> float:
+    """The fastest of ``repeats`` calls of ``run()``, after one call to compile and warm up."""
+    run()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        ops.convert_to_numpy(matmul(a, b))
+        run()
         best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
+    return best
 
 
 def recurrence_rate(elmo, rows: int, steps: int, repeats: int = 5) -> dict:
@@ -171,21 +176,10 @@ def recurrence_rate(elmo, rows: int, steps: int, repeats: int = 5) -> dict:
     from keras import ops
 
     from udfs.elmo.bilm import bilstm_layer
-    from udfs.elmo.runtime import _compile
 
-    opts, params = elmo.options, elmo._params
-    dtype = params["lstm_0_bias"].dtype
+    opts, dtype = elmo.options, elmo.precision
     h, s = opts.lstm_dim, opts.state_dim
     rng = np.random.default_rng(0)
-
-    def timed(run, *args) -> float:
-        run(*args)  # compile, warm up
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run(*args)
-            best = min(best, time.perf_counter() - start)
-        return best
 
     whole, projections = 0.0, 0.0
     for layer in range(opts.n_layers):
@@ -209,14 +203,12 @@ def recurrence_rate(elmo, rows: int, steps: int, repeats: int = 5) -> dict:
 
         signature = [("float32", [None, None, width])] * 2
         x = [rng.standard_normal((steps, rows, width)).astype(np.float32) for _ in range(2)]
-        run_lstm = _compile(elmo.backend, lstm, params, signature, (1, 1), (0, 0), (1, 1), (0, 0))
-        run_projections = _compile(
-            elmo.backend, project, params, signature, (1, 1), (0, 0), (0, 0), (None, None)
-        )
-        whole += timed(run_lstm, *x)
-        projections += timed(run_projections, *x)
+        run_lstm = elmo.compile_on_weights(lstm, signature, (1, 1), (0, 0), (1, 1), (0, 0))
+        run_projections = elmo.compile_on_weights(project, signature, (1, 1), (0, 0), (0, 0), (None, None))
+        whole += best_seconds(lambda run=run_lstm, x=x: run(*x), repeats)
+        projections += best_seconds(lambda run=run_projections, x=x: run(*x), repeats)
     seconds = max(whole - projections, 1e-9)
-    flops = steps * rows * opts.n_layers * 2 * 2 * (s * 4 * h + (h * s if s < h else 0))
+    flops = steps * rows * opts.recurrence_flops_per_token()
     return {
         "rows": rows,
         "steps": steps,

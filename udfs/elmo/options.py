@@ -60,11 +60,14 @@ class BilmOptions:
     def lstm_flops_per_token(self) -> int:
         """The biLSTM's part of ``flops_per_token``: what a token costs when its token layer comes from a cache."""
         p, h, s = self.projection_dim, self.lstm_dim, self.state_dim
-        lstm = 0
-        for layer in range(self.n_layers):
-            inp = p if layer == 0 else s
-            lstm += 2 * 2 * ((inp + s) * 4 * h + (h * s if s < h else 0))
-        return lstm
+        inputs = sum(2 * 2 * (p if layer == 0 else s) * 4 * h for layer in range(self.n_layers))
+        return inputs + self.recurrence_flops_per_token()
+
+    def recurrence_flops_per_token(self) -> int:
+        """The biLSTM's per-step products (state -> gates, cell -> projection), every layer, both directions: the
+        part of ``lstm_flops_per_token`` that must run step by step; the input projections are the rest."""
+        h, s = self.lstm_dim, self.state_dim
+        return self.n_layers * 2 * 2 * (s * 4 * h + (h * s if s < h else 0))
 
     def to_json(self) -> dict:
         return {

@@ -232,6 +232,12 @@ class Elmo(BatchedEmbedder):
     def device(self) -> str:
         return _device_of(self.backend)
 
+    def compile_on_weights(self, fn, signature: list, rows: tuple, steps: tuple, out_rows, out_steps):
+        """``fn(params, *arrays)`` compiled on this model's backend over its weights (in its precision), as the
+        runtime compiles its own passes (see ``_compile``): for measuring parts of the model (``udfs.elmo
+        bench``)."""
+        return _compile(self.backend, fn, self._params, signature, rows, steps, out_rows, out_steps)
+
     # -- the raw model ---------------------------------------------------------------------------------------
     def run_batch(
         self,
