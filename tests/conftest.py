@@ -15,6 +15,38 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+# `./setup.sh test` runs the suite on two pytest-xdist workers (--dist loadgroup --no-loadscope-reorder): each
+# worker takes whole modules, in this order, the longest first, so that neither is left with a long module at the
+# end while the other idles. Modules that share an expensive session fixture run on one worker as one group.
+LONGEST_FIRST = (
+    "test_connect",
+    "test_launcher",
+    "test_reliability",
+    "test_classifier",
+    "test_gpu_scheduling",
+    "test_delta_connector",
+    "test_increments",
+    "test_ingest",
+    "test_quarantine",
+    "test_querying",
+    "test_hub_interop",
+)
+SAME_WORKER_AS = {"test_sql_endpoint": "test_connect"}  # both read launched_pipeline
+
+
+def worker_group(item: pytest.Item) -> str:
+    """The xdist group (the worker unit) of a test: its module, or the module it shares a fixture with."""
+    module = item.module.__name__.rsplit(".", 1)[-1]
+    return SAME_WORKER_AS.get(module, module)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(worker_group(item), len(rank)))  # stable: a module's order is kept
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(worker_group(item)))
+
+
 def shared_path(*parts: str) -> Path:
     """A file under ../shared, or a skip saying it is absent (CI has it; a bare clone may not)."""
     path = SHARED.joinpath(*parts)
