@@ -15,9 +15,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-# `./setup.sh test` runs the suite on two pytest-xdist workers (--dist loadgroup --no-loadscope-reorder): each
+# `./setup.sh test` runs the suite on two pytest-xdist workers (-n 2 --dist loadfile --no-loadscope-reorder): each
 # worker takes whole modules, in this order, the longest first, so that neither is left with a long module at the
-# end while the other idles. Modules that share an expensive session fixture run on one worker as one group.
+# end while the other idles. Modules that share an expensive session fixture go to one worker as one unit.
 LONGEST_FIRST = (
     "test_connect",
     "test_launcher",
@@ -34,17 +34,30 @@ LONGEST_FIRST = (
 SAME_WORKER_AS = {"test_sql_endpoint": "test_connect"}  # both read launched_pipeline
 
 
-def worker_group(item: pytest.Item) -> str:
-    """The xdist group (the worker unit) of a test: its module, or the module it shares a fixture with."""
-    module = item.module.__name__.rsplit(".", 1)[-1]
+def worker_unit(nodeid: str) -> str:
+    """What one worker runs together: a test's module, or the module it shares a session fixture with."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
     return SAME_WORKER_AS.get(module, module)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(worker_group(item), len(rank)))  # stable: a module's order is kept
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(worker_group(item)))
+    # a stable sort: each module's tests keep their order
+    items.sort(key=lambda item: rank.get(worker_unit(item.nodeid), len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: without xdist (one process) it is never called
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """--dist loadfile with SAME_WORKER_AS: xdist's own loadgroup marks do not reach its scheduler on pytest 9."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_unit(nodeid)
+
+    return ByUnit(config, log)
 
 
 def shared_path(*parts: str) -> Path:
