@@ -60,14 +60,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return ByUnit(config, log)
 
 
-# Every JVM the suite starts (the session's, launchers', Connect and Thrift servers', a cluster's) runs for seconds
-# or minutes on tiny data, where C2's compilation and the parallel collector's threads cost more CPU than they
-# save: one launcher ingest takes 70 s of CPU with the JVM's defaults and 32 s with these (2-core Xeon). Tests only:
-# the jobs keep the JVM's defaults, which pay off on real data. SPARK_SUBMIT_OPTS reaches every spark-submit.
-TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
-os.environ.setdefault("SPARK_SUBMIT_OPTS", TEST_JVM_OPTIONS)
-
-
 def shared_path(*parts: str) -> Path:
     """A file under ../shared, or a skip saying it is absent (CI has it; a bare clone may not)."""
     path = SHARED.joinpath(*parts)

@@ -49,9 +49,6 @@ def standalone_cluster(
         SPARK_WORKER_DIR=str(work / "worker"),
         SPARK_LOG_DIR=str(work),
         SPARK_WORKER_OPTS=worker_opts,
-        # the daemons, and the executors the worker starts (they inherit its environment), as tests/conftest.py
-        # sets every spark-submit's JVM: less CPU on tiny data
-        JAVA_TOOL_OPTIONS=os.environ.get("SPARK_SUBMIT_OPTS", ""),
         **env,
     )
     master_cmd = [
