@@ -132,7 +132,7 @@ def launched_pipeline(tmp_path_factory):
         env=clean_env(),
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1500,  # two test workers share the CPU
     )
     yield work, result, settings
     subprocess.run(
