@@ -91,8 +91,6 @@ fi
 if [[ "$mode" == "test" ]]; then
   "$PY" -m ruff check .
   "$PY" -m ruff format --check .
-  # two workers, whole modules each, the longest first (tests/conftest.py); the 25 slowest tests printed
-  exec "$PY" -m pytest -m "slow or not slow" -n "${ELMO_LAKE_TEST_WORKERS:-2}" --dist loadfile \
-    --no-loadscope-reorder --durations=25 "$@"
+  exec "$PY" -m pytest -m "slow or not slow" --durations=25 "$@"  # the 25 slowest, to keep the suite short
 fi
 echo "setup.sh: ready ($PY)" >&2

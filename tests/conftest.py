@@ -15,51 +15,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-# `./setup.sh test` runs the suite on two pytest-xdist workers (-n 2 --dist loadfile --no-loadscope-reorder): each
-# worker takes whole modules, in this order, the longest first, so that neither is left with a long module at the
-# end while the other idles. Modules that share an expensive session fixture go to one worker as one unit.
-LONGEST_FIRST = (
-    "test_connect",
-    "test_launcher",
-    "test_reliability",
-    "test_classifier",
-    "test_gpu_scheduling",
-    "test_delta_connector",
-    "test_increments",
-    "test_ingest",
-    "test_quarantine",
-    "test_querying",
-    "test_hub_interop",
-)
-SAME_WORKER_AS = {"test_sql_endpoint": "test_connect"}  # both read launched_pipeline
-
-
-def worker_unit(nodeid: str) -> str:
-    """What one worker runs together: a test's module, or the module it shares a session fixture with."""
-    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
-    return SAME_WORKER_AS.get(module, module)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
-    # a stable sort: each module's tests keep their order
-    items.sort(key=lambda item: rank.get(worker_unit(item.nodeid), len(rank)))
-
-
-@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: without xdist (one process) it is never called
-def pytest_xdist_make_scheduler(config: pytest.Config, log):
-    """--dist loadfile with SAME_WORKER_AS: xdist's own loadgroup marks do not reach its scheduler on pytest 9."""
-    if config.getvalue("dist") != "loadfile":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
-
-    class ByUnit(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return worker_unit(nodeid)
-
-    return ByUnit(config, log)
-
-
 def shared_path(*parts: str) -> Path:
     """A file under ../shared, or a skip saying it is absent (CI has it; a bare clone may not)."""
     path = SHARED.joinpath(*parts)
@@ -132,7 +87,7 @@ def launched_pipeline(tmp_path_factory):
         env=clean_env(),
         capture_output=True,
         text=True,
-        timeout=1500,  # two test workers share the CPU
+        timeout=900,
     )
     yield work, result, settings
     subprocess.run(

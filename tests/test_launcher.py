@@ -108,7 +108,7 @@ def test_the_pipeline_on_a_standalone_cluster_as_the_readme_says(tmp_path):
                 "train.select=false",  # one embedding set and one fit: the cluster is what is tested here
             ],
             cwd=tmp_path,
-            timeout=1800,  # two test workers share the CPU
+            timeout=900,
         )
         assert result.returncode == 0, f"{result.stdout[-4000:]} {result.stderr[-3000:]}"
     lake = tmp_path / "lake"
