@@ -23,6 +23,7 @@ import pytest
 from deltalake import DeltaTable
 
 from tests.conftest import ROOT
+from tests.standalone import launch_env
 
 pytestmark = pytest.mark.slow
 
@@ -228,8 +229,8 @@ def test_model_copies_from_spark_file_systems_alike(spark, server, tmp_path):
 
 
 def launch(args: list[str], cwd: Path, timeout: int = 600, **extra: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ELMO_LAKE_HOME", "SPARK_REMOTE")}
-    env.update(PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1", **extra)
+    env = launch_env(**extra)
+    env.pop("SPARK_REMOTE", None)
     return subprocess.run(
         [str(ROOT / "spark-submit.sh"), *args],
         cwd=cwd,

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -15,6 +13,7 @@ import pytest
 from deltalake import DeltaTable
 
 from tests.conftest import ROOT, shared_path
+from tests.standalone import launch_env
 
 pytestmark = pytest.mark.slow
 
@@ -213,7 +212,7 @@ def test_sql_views_and_vector_functions_on_plain_spark(spark, lake, tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "PYTHON": sys.executable},
+        env=launch_env(),
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "| id " in done.stdout and "(3 rows shown)" in done.stdout and " 1 " in done.stdout

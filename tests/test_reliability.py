@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from tests.conftest import ROOT
+from tests.standalone import launch_env
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +48,10 @@ class Job:
     """A launcher process in its own process group, whose output is read as it comes."""
 
     def __init__(self, args: list[str], cwd: Path, **env: str):
-        full_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ELMO_LAKE_HOME")}
-        full_env.update(PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1", **env)
         self.process = subprocess.Popen(
             [str(ROOT / "spark-submit.sh"), *args],
             cwd=cwd,
-            env=full_env,
+            env=launch_env(**env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

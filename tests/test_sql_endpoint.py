@@ -50,7 +50,8 @@ def endpoint(launched_pipeline):
     server = subprocess.Popen(
         [LAUNCHER, "jobs/serve_sql.py", "--schema", "lake", "--port", str(port), *settings],
         cwd=work,
-        env=clean_env(),
+        # a long-lived server: the JVM's defaults, not the short-job options
+        env=clean_env(SPARK_SUBMIT_OPTS=os.environ.get("SPARK_SUBMIT_OPTS", "")),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
