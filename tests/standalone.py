@@ -21,18 +21,24 @@ from pathlib import Path
 SHORT_JOB_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
-def launch_env(**extra: str) -> dict[str, str]:
+def short_job_jvm_options() -> str:
+    """The JVM options for a short job: the user's own SPARK_SUBMIT_OPTS where set, else the ones above."""
+    return os.environ.get("SPARK_SUBMIT_OPTS", SHORT_JOB_JVM_OPTIONS)
+
+
+def launch_env(short_job: bool = True, **extra: str) -> dict[str, str]:
     """The environment for a job the tests launch: the user's, without anything that would put the checkout on the
-    executors' path, with the short-job JVM options."""
+    executors' path; ``short_job``: with the short-job JVM options (False for a long-lived server)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ELMO_LAKE_HOME")}
-    env.setdefault("SPARK_SUBMIT_OPTS", SHORT_JOB_JVM_OPTIONS)
+    if short_job:
+        env["SPARK_SUBMIT_OPTS"] = short_job_jvm_options()
     env.update(PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1", **extra)
     return env
 
 
-def clean_env(**extra: str) -> dict[str, str]:
+def clean_env(short_job: bool = True, **extra: str) -> dict[str, str]:
     """``launch_env`` with the jobs' debug lines on (the executors' logs say which worker ran what)."""
-    return launch_env(ELMO_LAKE_DEBUG="1", **extra)
+    return launch_env(short_job, ELMO_LAKE_DEBUG="1", **extra)
 
 
 def free_port() -> int:
@@ -64,7 +70,7 @@ def standalone_cluster(
         SPARK_LOG_DIR=str(work),
         SPARK_WORKER_OPTS=worker_opts,
         # the daemons, and the executors the worker starts with its environment, as short jobs (see above)
-        JAVA_TOOL_OPTIONS=SHORT_JOB_JVM_OPTIONS,
+        JAVA_TOOL_OPTIONS=short_job_jvm_options(),
         **env,
     )
     master_cmd = [

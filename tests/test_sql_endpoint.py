@@ -50,8 +50,7 @@ def endpoint(launched_pipeline):
     server = subprocess.Popen(
         [LAUNCHER, "jobs/serve_sql.py", "--schema", "lake", "--port", str(port), *settings],
         cwd=work,
-        # a long-lived server: the JVM's defaults, not the short-job options
-        env=clean_env(SPARK_SUBMIT_OPTS=os.environ.get("SPARK_SUBMIT_OPTS", "")),
+        env=clean_env(short_job=False),  # a long-lived server: the JVM's defaults
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
