@@ -235,6 +235,7 @@ def train_classifier(
                 t.folds,
                 t.seed,
                 clean_text=clean is not None,
+                features=t.tfidf_features,
             )
             scores = baseline.pop("scores")
             if scores["ids"] == scored.column("id").to_pylist():  # the same rows, in the same order

@@ -290,6 +290,7 @@ def test_the_honest_baseline_chooses_its_regularisation_by_cv_on_both_engines(sp
         low, high = result["f1_interval"]
         assert low <= result["f1"] <= high and result["f1"] > 0.7
         assert result["text"] == "clean tokens" and result["folds"] == 2
+        assert result["features"] == (1 << 18 if engine == "spark" else None)  # train.tfidf_features' default
         results[engine] = result
     # the same features (up to hashing), folds, grid and objective: the engines agree
     assert abs(results["sklearn"]["f1"] - results["spark"]["f1"]) <= 0.05

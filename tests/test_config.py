@@ -44,14 +44,15 @@ def test_every_problem_is_reported_by_name_with_what_is_allowed(tmp_path):
         '[delta]\nengine = "hive"\ntarget_file_rows = "many"\n[ingest]\nfromat = "csv"\n[embedd]\nx = 1\n'
     )
     with pytest.raises(ConfigError) as info:
-        load_config(str(bad), ["spark.log_level=LOUD"])
+        load_config(str(bad), ["spark.log_level=LOUD", "train.tfidf_features=8"])
     message = str(info.value)
-    assert len(info.value.problems) == 5
+    assert len(info.value.problems) == 6
     assert "delta.engine: 'hive' is not allowed (allowed: 'auto', 'delta-rs', 'spark')" in message
     assert "delta.target_file_rows: expected int" in message
     assert "ingest.fromat: unknown setting (did you mean 'format'?" in message
     assert "[embedd]: unknown section" in message
     assert "spark.log_level: 'LOUD' is not allowed" in message
+    assert "train.tfidf_features: must be at least 16, got 8" in message
 
 
 def test_missing_file_unknown_name_and_broken_toml(tmp_path):

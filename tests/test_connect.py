@@ -147,9 +147,10 @@ def runs(spark, server, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("runs")
     # few fits: the Spark engine fits (grid x folds + 1) models for the selection and for the baseline, each a few
-    # seconds here, and these are the suite's biggest cost. So one regParam, no selection: the final fit and the
-    # baseline's CV (Spark ML and a Python UDF) still run over Connect; the launcher's pipeline and the notebook
-    # test select over Connect (sklearn engine), test_classifier selects on the Spark engine
+    # seconds here, and these are the suite's biggest cost. So one regParam, no selection, and the baseline's
+    # hashed features sized to 43 documents (2^12, not 2^18: a third of the time per iteration): the final fit and
+    # the baseline's CV (Spark ML and a Python UDF) still run over Connect; the launcher's pipeline and the
+    # notebook test select over Connect (sklearn engine), test_classifier selects on the Spark engine
     cfg = load_config(
         "local",
         [
@@ -157,6 +158,7 @@ def runs(spark, server, tmp_path_factory):
             "train.tfidf_grid=[0.1]",
             "train.select=false",
             "train.folds=2",
+            "train.tfidf_features=4096",
         ],
     )
     classic = stages(spark, cfg, root / "classic")
@@ -197,6 +199,7 @@ def test_every_stage_over_connect_equals_the_classic_run(runs):
     # the honest baseline on the Spark engine (Spark ML and a Python UDF) runs over Connect and chooses alike
     ours, theirs = remote["spark_ml_baseline"], classic["spark_ml_baseline"]
     assert ours["reg_param"] == theirs["reg_param"] and abs(ours["f1"] - theirs["f1"]) <= 1e-6
+    assert ours["features"] == theirs["features"] == 4096  # train.tfidf_features reached the baseline
     assert remote["runs"] == classic["runs"] == 2
     assert remote["incremental"] == classic["incremental"] == (12, 12, 0)  # the 12 score documents, then none
     assert remote["folder"] == classic["folder"] == (((1, 1), 43), ((1, 2), 12))  # the new file read alone

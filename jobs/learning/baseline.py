@@ -3,8 +3,8 @@
 The baseline is what a data scientist tries first on short texts: TF-IDF of word 1-2-grams with sublinear tf
 (1 + ln tf), then logistic regression whose regularisation is chosen by stratified k-fold cross-validation on the
 training split only (the validation split is touched once, at the end). It runs on either engine: scikit-learn
-on the driver, or Spark ML (hashed 1-2-grams, 2^18 features) with the same folds and grid, scaling with the
-cluster. Its input is the clean stage's tokens when a clean table is given (the same text the embeddings saw),
+on the driver, or Spark ML (hashed 1-2-grams, 2^18 features unless told otherwise) with the same folds and grid,
+scaling with the cluster. Its input is the clean stage's tokens when a clean table is given (the same text the embeddings saw),
 else the raw text, lowercased and split into words.
 
 A validation F1 on 1,000 rows moves by about ±0.02 with the rows drawn, so it is reported with a 95 % bootstrap
@@ -48,19 +48,24 @@ def tfidf_baseline(
     folds: int,
     seed: int,
     clean_text: bool,
+    features: int = HASH_FEATURES,
 ) -> dict:
     """Metrics of the baseline on ``validation`` (columns id, text, label), fitted on ``train``.
 
     Returns ``binary_metrics`` plus ``reg_param`` (chosen), ``cv`` (mean F1 per regParam), ``folds``, ``text``,
-    and ``scores``: validation ids, labels and probabilities (for the paired comparison), sorted by id.
+    ``features`` (the Spark engine's hashed feature space; None for sklearn) and ``scores``: validation ids, labels and probabilities (for the paired comparison), sorted by id.
     """
     from jobs.learning.classifier import binary_metrics
 
     pattern = CLEAN_PATTERN if clean_text else RAW_PATTERN
-    fit = _spark if engine == "spark" else _sklearn
-    reg, cv, ids, labels, probabilities = fit(
-        train, validation, sorted(grid), folds, seed, pattern, not clean_text
-    )
+    if engine == "spark":
+        reg, cv, ids, labels, probabilities = _spark(
+            train, validation, sorted(grid), folds, seed, pattern, not clean_text, features
+        )
+    else:
+        reg, cv, ids, labels, probabilities = _sklearn(
+            train, validation, sorted(grid), folds, seed, pattern, not clean_text
+        )
     result = binary_metrics(labels, probabilities)
     result.update(
         reg_param=reg,
@@ -68,6 +73,7 @@ def tfidf_baseline(
         folds=folds,
         text="clean tokens" if clean_text else "raw text",
         engine=engine,
+        features=features if engine == "spark" else None,
         scores={"ids": ids, "labels": labels, "probabilities": probabilities},
     )
     result["f1_interval"] = bootstrap_f1(labels, probabilities, seed=seed)
@@ -129,7 +135,7 @@ def _sklearn(train, validation, grid, folds, seed, pattern, lowercase):
     return reg, cv, ids_v, y_v, probabilities
 
 
-def _spark(train, validation, grid, folds, seed, pattern, lowercase):
+def _spark(train, validation, grid, folds, seed, pattern, lowercase, features):
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.feature import IDF, ElementwiseProduct, HashingTF, NGram, Normalizer, RegexTokenizer
     from pyspark.ml.functions import vector_to_array
@@ -144,7 +150,7 @@ def _spark(train, validation, grid, folds, seed, pattern, lowercase):
         inputCol="text", outputCol="words", pattern=pattern, gaps=False, toLowercase=lowercase
     )
     bigrams = NGram(n=2, inputCol="words", outputCol="bigrams")
-    hashing = HashingTF(inputCol="terms", outputCol="tf", numFeatures=HASH_FEATURES)
+    hashing = HashingTF(inputCol="terms", outputCol="tf", numFeatures=features)
 
     def features(df):
         words = bigrams.transform(tokenizer.transform(df.withColumn("text", F.coalesce("text", F.lit("")))))

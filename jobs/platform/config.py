@@ -261,6 +261,13 @@ SCHEMA["train"] = {
         list,
         "regParam values the TF-IDF baseline chooses from by train.folds-fold CV on the training split",
     ),
+    "tfidf_features": Setting(
+        1 << 18,
+        int,
+        "spark engine: the TF-IDF baseline's hashed feature space (Spark ML's HashingTF numFeatures; a power of "
+        "two: more means fewer 1-2-grams sharing a feature, each fit's coefficients that many doubles)",
+        minimum=16,
+    ),
 }
 
 
