@@ -4,8 +4,8 @@ The baseline is what a data scientist tries first on short texts: TF-IDF of word
 (1 + ln tf), then logistic regression whose regularisation is chosen by stratified k-fold cross-validation on the
 training split only (the validation split is touched once, at the end). It runs on either engine: scikit-learn
 on the driver, or Spark ML (hashed 1-2-grams, 2^18 features unless told otherwise) with the same folds and grid,
-scaling with the cluster. Its input is the clean stage's tokens when a clean table is given (the same text the embeddings saw),
-else the raw text, lowercased and split into words.
+scaling with the cluster. Its input is the clean stage's tokens when a clean table is given (the same text the
+embeddings saw), else the raw text, lowercased and split into words.
 
 A validation F1 on 1,000 rows moves by about ±0.02 with the rows drawn, so it is reported with a 95 % bootstrap
 interval, and two classifiers scored on the same rows are compared by the bootstrap interval of their
@@ -13,6 +13,8 @@ difference (paired: both are scored on each resample).
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 from pyspark.sql import DataFrame
@@ -53,19 +55,16 @@ def tfidf_baseline(
     """Metrics of the baseline on ``validation`` (columns id, text, label), fitted on ``train``.
 
     Returns ``binary_metrics`` plus ``reg_param`` (chosen), ``cv`` (mean F1 per regParam), ``folds``, ``text``,
-    ``features`` (the Spark engine's hashed feature space; None for sklearn) and ``scores``: validation ids, labels and probabilities (for the paired comparison), sorted by id.
+    ``features`` (the Spark engine's hashed feature space; None for sklearn) and ``scores``: validation ids,
+    labels and probabilities (for the paired comparison), sorted by id.
     """
     from jobs.learning.classifier import binary_metrics
 
     pattern = CLEAN_PATTERN if clean_text else RAW_PATTERN
-    if engine == "spark":
-        reg, cv, ids, labels, probabilities = _spark(
-            train, validation, sorted(grid), folds, seed, pattern, not clean_text, features
-        )
-    else:
-        reg, cv, ids, labels, probabilities = _sklearn(
-            train, validation, sorted(grid), folds, seed, pattern, not clean_text
-        )
+    fit = partial(_spark, num_features=features) if engine == "spark" else _sklearn
+    reg, cv, ids, labels, probabilities = fit(
+        train, validation, sorted(grid), folds, seed, pattern, not clean_text
+    )
     result = binary_metrics(labels, probabilities)
     result.update(
         reg_param=reg,
@@ -135,7 +134,7 @@ def _sklearn(train, validation, grid, folds, seed, pattern, lowercase):
     return reg, cv, ids_v, y_v, probabilities
 
 
-def _spark(train, validation, grid, folds, seed, pattern, lowercase, features):
+def _spark(train, validation, grid, folds, seed, pattern, lowercase, num_features):
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.feature import IDF, ElementwiseProduct, HashingTF, NGram, Normalizer, RegexTokenizer
     from pyspark.ml.functions import vector_to_array
@@ -150,7 +149,7 @@ def _spark(train, validation, grid, folds, seed, pattern, lowercase, features):
         inputCol="text", outputCol="words", pattern=pattern, gaps=False, toLowercase=lowercase
     )
     bigrams = NGram(n=2, inputCol="words", outputCol="bigrams")
-    hashing = HashingTF(inputCol="terms", outputCol="tf", numFeatures=features)
+    hashing = HashingTF(inputCol="terms", outputCol="tf", numFeatures=num_features)
 
     def features(df):
         words = bigrams.transform(tokenizer.transform(df.withColumn("text", F.coalesce("text", F.lit("")))))
