@@ -144,6 +144,32 @@ def test_a_task_that_fails_mid_write_leaves_the_table_as_it_was(spark, tmp_path)
     assert data_files(path) == before  # the failed write's files are gone, whichever tasks wrote them
 
 
+def test_a_failed_write_cleans_up_only_after_its_other_tasks_have_stopped(spark, tmp_path):
+    # Spark fails the job as soon as one task fails and does not wait for the others: one still running could
+    # write into the staging folder after the clean-up (seen once on a loaded machine). The write waits for them.
+    path = str(tmp_path / "t")
+    marker = tmp_path / "slow task ended"
+    write_delta(spark.createDataFrame(rows(0, 10), SCHEMA), path, engine=ENGINE)
+    before = data_files(path)
+
+    @F.udf("int")
+    def slow_or_poisoned(n):
+        if n == 13:
+            raise ValueError("row 13 is poisoned")
+        if n == 10:
+            time.sleep(2)  # this task is still running when the job fails
+            marker.touch()
+        return n
+
+    two = spark.createDataFrame(rows(10, 4), SCHEMA).where("n in (10, 13)").repartitionByRange(2, "n")
+    one_each = two.withColumn("n", slow_or_poisoned("n"))  # one task per row
+    with pytest.raises(Exception, match="row 13 is poisoned"):
+        write_delta(one_each, path, mode="append", engine=ENGINE)
+    assert marker.exists(), "the failed write returned while one of its tasks was still running"
+    assert data_files(path) == before
+    assert not (tmp_path / "t" / "_elmo_lake_staging").exists()
+
+
 def test_racing_writers_the_loser_gets_a_conflict_and_the_table_stays_whole(spark, tmp_path):
     path = str(tmp_path / "t")
     write_delta(spark.createDataFrame(rows(0, 5), SCHEMA), path, engine=ENGINE)

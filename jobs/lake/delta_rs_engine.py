@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Literal
@@ -232,8 +233,17 @@ def write(
         remove_dead_writes(path, staging_max_age_hours)
     staging = f"{root}/{STAGING_DIR}/{write_id}"
     moved: list[str] = []
+    tasks_failed = False
     try:
-        _write_parquet(df, _spark_path(uri, f"{STAGING_DIR}/{write_id}"), partition_by, target_file_rows)
+        with _tagged_jobs(df.sparkSession, f"elmo-lake-write-{write_id}") as tag:
+            try:
+                _write_parquet(
+                    df, _spark_path(uri, f"{STAGING_DIR}/{write_id}"), partition_by, target_file_rows
+                )
+            except BaseException:
+                tasks_failed = True
+                _wait_for_tasks_to_stop(df.sparkSession, tag)
+                raise
         _check_staging_visible(fs, staging, path)
         adds = _move_into_table(fs, root, staging, write_id, moved)
         pause_before_commit(path, f"write {write_id}: files written")
@@ -275,11 +285,92 @@ def write(
             ) from None
         raise
     finally:
-        _delete_quietly(fs, staging, folder=True)
-        _delete_quietly(fs, f"{staging}{MANIFEST_SUFFIX}")
-        _delete_quietly(fs, f"{root}/{STAGING_DIR}", folder=True, only_if_empty=True)
+        _remove_staging(fs, root, staging)
+        if tasks_failed and _spark_context(df.sparkSession) is None:
+            _settle_removed(fs, root, staging)
     version = DeltaTable(uri).version()
     return version, len(adds), sum(json.loads(a.stats)["numRecords"] for a in adds)
+
+
+def _remove_staging(fs, root: str, staging: str) -> None:
+    _delete_quietly(fs, staging, folder=True)
+    _delete_quietly(fs, f"{staging}{MANIFEST_SUFFIX}")
+    _delete_quietly(fs, f"{root}/{STAGING_DIR}", folder=True, only_if_empty=True)
+
+
+def _settle_removed(fs, root: str, staging: str, waits_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)) -> None:
+    """Over Spark Connect: look again for files that cancelled tasks still wrote, and remove them (see
+    ``_wait_for_tasks_to_stop``). What appears later still is a dead write that the next write or
+    jobs/maintain.py removes."""
+    import pyarrow.fs as pafs
+
+    for wait in waits_s:
+        time.sleep(wait)
+        if fs.get_file_info(staging).type != pafs.FileType.NotFound:
+            _remove_staging(fs, root, staging)
+
+
+class _tagged_jobs:
+    """Tag the Spark jobs this thread starts (classic sessions; a Connect session has no SparkContext)."""
+
+    def __init__(self, spark: SparkSession, tag: str):
+        self.context = _spark_context(spark)
+        self.tag = tag
+
+    def __enter__(self) -> str:
+        if self.context is not None:
+            self.context.addJobTag(self.tag)
+        return self.tag
+
+    def __exit__(self, *exc) -> None:
+        if self.context is not None:
+            self.context.removeJobTag(self.tag)
+
+
+def _spark_context(spark: SparkSession):
+    if type(spark).__module__.startswith(("pyspark.sql.connect", "databricks.connect")):
+        return None
+    try:
+        return spark.sparkContext
+    except Exception:  # a session type without one
+        return None
+
+
+def _wait_for_tasks_to_stop(spark: SparkSession, tag: str, timeout_s: float = 60.0) -> None:
+    """When one task of a write fails, Spark fails the job at once and cancels its other tasks without waiting
+    for them: a task still running can create its Parquet file in the staging folder after this process has
+    removed it. Wait (at most ``timeout_s``) until every job of the write has ended and none of its tasks runs, so
+    that the clean-up is final.
+
+    The status tracker follows the scheduler's events a little behind: a job it has not seen end yet (or not seen
+    at all, for up to a second) is waited for. Classic sessions only: over Spark Connect the server's driver runs
+    the tasks and this process cannot see them, so the clean-up looks again a few times (``_settle_removed``).
+    """
+    context = _spark_context(spark)
+    if context is None:
+        return
+    try:
+        jobs_by_tag = context._jsc.sc().statusTracker()
+        tracker = context.statusTracker()
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            job_ids = list(jobs_by_tag.getJobIdsForTag(tag))
+            if not job_ids and time.monotonic() - started > 1.0:
+                return  # the write failed before any job ran (a bad path, a bad plan)
+            busy = not job_ids
+            for job_id in job_ids:
+                job = tracker.getJobInfo(job_id)
+                if job is None:
+                    continue
+                busy = busy or job.status in ("RUNNING", "UNKNOWN")
+                for stage_id in job.stageIds:
+                    stage = tracker.getStageInfo(stage_id)
+                    busy = busy or (stage is not None and stage.numActiveTasks > 0)
+            if not busy:
+                return
+            time.sleep(0.05)
+    except Exception:  # the wait only makes the clean-up final; never mask the write's own error
+        return
 
 
 def _check_staging_visible(fs, staging: str, path: str) -> None:
