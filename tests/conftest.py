@@ -96,3 +96,47 @@ def launched_pipeline(tmp_path_factory):
         capture_output=True,
         timeout=60,
     )
+
+
+# ./setup.sh test runs the suite on two pytest-xdist workers (--dist loadgroup): the suite spends much of its time
+# waiting on JVMs, subprocess jobs and servers, so two streams of tests keep both cores busy. The groups below keep
+# together what shares an expensive fixture: a module's tests that use one of its module-scoped fixtures (a Connect
+# server, a model, the pipeline's runs) on one worker, so it is built once; the tests that use the launched pipeline
+# (test_connect's launcher test, the SQL endpoint's) on one worker, so the pipeline runs once. Every other test is a
+# unit of its own. The longest units start first (measured with --durations on the 2-core machines), so neither
+# worker is left with a long one at the end; the order changes only the wall time, never what runs.
+LONGEST_FIRST = (
+    "tests/test_connect.py",
+    "launched_pipeline",
+    "tests/test_launcher.py",
+    "tests/test_gpu_scheduling.py",
+    "tests/test_stages.py",
+    "tests/test_reliability.py",
+    "tests/test_classifier.py",
+)
+
+
+def xdist_group(item: pytest.Item) -> str | None:
+    """The group of tests ``item`` must run with (see above), or None: a unit of its own."""
+    fixtures = item._fixtureinfo.name2fixturedefs
+    if "launched_pipeline" in fixtures:
+        return "launched_pipeline"
+    if any(d.scope in ("module", "package", "class") for defs in fixtures.values() for d in defs):
+        return item.nodeid.split("::")[0]
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which writes the groups into the test ids
+def pytest_collection_modifyitems(config, items):
+    groups = {item: xdist_group(item) for item in items}
+
+    def rank(item: pytest.Item) -> int:
+        for at, name in enumerate(LONGEST_FIRST):
+            if name in (groups[item], item.nodeid.split("::")[0]):
+                return at
+        return len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: collection order within a rank
+    for item in items:
+        if groups[item]:
+            item.add_marker(pytest.mark.xdist_group(groups[item]))
