@@ -16,6 +16,7 @@ import json
 import os
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote, unquote
@@ -233,17 +234,9 @@ def write(
         remove_dead_writes(path, staging_max_age_hours)
     staging = f"{root}/{STAGING_DIR}/{write_id}"
     moved: list[str] = []
-    tasks_failed = False
     try:
-        with _tagged_jobs(df.sparkSession, f"elmo-lake-write-{write_id}") as tag:
-            try:
-                _write_parquet(
-                    df, _spark_path(uri, f"{STAGING_DIR}/{write_id}"), partition_by, target_file_rows
-                )
-            except BaseException:
-                tasks_failed = True
-                _wait_for_tasks_to_stop(df.sparkSession, tag)
-                raise
+        with _tasks_stopped_on_failure(df.sparkSession, f"elmo-lake-write-{write_id}"):
+            _write_parquet(df, _spark_path(uri, f"{STAGING_DIR}/{write_id}"), partition_by, target_file_rows)
         _check_staging_visible(fs, staging, path)
         adds = _move_into_table(fs, root, staging, write_id, moved)
         pause_before_commit(path, f"write {write_id}: files written")
@@ -285,70 +278,56 @@ def write(
             ) from None
         raise
     finally:
-        _remove_staging(fs, root, staging)
-        if tasks_failed and _spark_context(df.sparkSession) is None:
-            _settle_removed(fs, root, staging)
+        _delete_quietly(fs, staging, folder=True)
+        _delete_quietly(fs, f"{staging}{MANIFEST_SUFFIX}")
+        _delete_quietly(fs, f"{root}/{STAGING_DIR}", folder=True, only_if_empty=True)
     version = DeltaTable(uri).version()
     return version, len(adds), sum(json.loads(a.stats)["numRecords"] for a in adds)
 
 
-def _remove_staging(fs, root: str, staging: str) -> None:
-    _delete_quietly(fs, staging, folder=True)
-    _delete_quietly(fs, f"{staging}{MANIFEST_SUFFIX}")
-    _delete_quietly(fs, f"{root}/{STAGING_DIR}", folder=True, only_if_empty=True)
+@contextmanager
+def _tasks_stopped_on_failure(
+    spark: SparkSession, tag: str, timeout_s: float = 60.0, unwatched_s: float = 3.75
+):
+    """Run a Spark write; if it fails, re-raise only once its tasks have stopped.
 
-
-def _settle_removed(fs, root: str, staging: str, waits_s: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)) -> None:
-    """Over Spark Connect: look again for files that cancelled tasks still wrote, and remove them (see
-    ``_wait_for_tasks_to_stop``). What appears later still is a dead write that the next write or
-    jobs/maintain.py removes."""
-    import pyarrow.fs as pafs
-
-    for wait in waits_s:
-        time.sleep(wait)
-        if fs.get_file_info(staging).type != pafs.FileType.NotFound:
-            _remove_staging(fs, root, staging)
-
-
-class _tagged_jobs:
-    """Tag the Spark jobs this thread starts (classic sessions; a Connect session has no SparkContext)."""
-
-    def __init__(self, spark: SparkSession, tag: str):
-        self.context = _spark_context(spark)
-        self.tag = tag
-
-    def __enter__(self) -> str:
-        if self.context is not None:
-            self.context.addJobTag(self.tag)
-        return self.tag
-
-    def __exit__(self, *exc) -> None:
-        if self.context is not None:
-            self.context.removeJobTag(self.tag)
+    When one task fails, Spark fails the job at once and cancels its other tasks without waiting for them: a task
+    still running can create its Parquet file in the staging folder after this process has removed it. On a classic
+    session the write's jobs carry ``tag``, and the wait (at most ``timeout_s``) lasts until the status tracker has
+    seen every one of them end and none of their tasks run; it follows the scheduler's events a little behind, so
+    a job not yet seen is waited for up to a second. Where the tasks cannot be watched (over Spark Connect the
+    server's driver runs them), the wait is ``unwatched_s``; what a task writes later still is a dead write that
+    the next write or jobs/maintain.py removes.
+    """
+    context = _spark_context(spark)
+    if context is not None:
+        context.addJobTag(tag)
+    try:
+        yield
+    except BaseException:
+        if context is None:
+            time.sleep(unwatched_s)
+        else:
+            _wait_for_tagged_tasks(context, tag, timeout_s)
+        raise
+    finally:
+        if context is not None:
+            context.removeJobTag(tag)
 
 
 def _spark_context(spark: SparkSession):
-    if type(spark).__module__.startswith(("pyspark.sql.connect", "databricks.connect")):
+    """The session's SparkContext, or None where there is none to use (Spark Connect; a cluster that denies it)."""
+    from jobs.platform.session import is_connect
+
+    if is_connect(spark):
         return None
     try:
         return spark.sparkContext
-    except Exception:  # a session type without one
+    except Exception:  # e.g. a shared cluster whose access mode denies it
         return None
 
 
-def _wait_for_tasks_to_stop(spark: SparkSession, tag: str, timeout_s: float = 60.0) -> None:
-    """When one task of a write fails, Spark fails the job at once and cancels its other tasks without waiting
-    for them: a task still running can create its Parquet file in the staging folder after this process has
-    removed it. Wait (at most ``timeout_s``) until every job of the write has ended and none of its tasks runs, so
-    that the clean-up is final.
-
-    The status tracker follows the scheduler's events a little behind: a job it has not seen end yet (or not seen
-    at all, for up to a second) is waited for. Classic sessions only: over Spark Connect the server's driver runs
-    the tasks and this process cannot see them, so the clean-up looks again a few times (``_settle_removed``).
-    """
-    context = _spark_context(spark)
-    if context is None:
-        return
+def _wait_for_tagged_tasks(context, tag: str, timeout_s: float) -> None:
     try:
         jobs_by_tag = context._jsc.sc().statusTracker()
         tracker = context.statusTracker()
