@@ -58,8 +58,9 @@ def launched_pipeline(tmp_path_factory):
     and the SQL endpoint tests. Yields (workdir, result, settings); the metastore stops at the end."""
     import subprocess
 
+    from jobs.connect_server import free_port
     from jobs.platform.local_metastore import client_jar
-    from tests.standalone import clean_env, free_port
+    from tests.standalone import clean_env
 
     work = tmp_path_factory.mktemp("launched_pipeline")
     settings = [

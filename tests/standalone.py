@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -40,12 +39,6 @@ def launch_env(short_job: bool = True, **extra: str) -> dict[str, str]:
 def clean_env(short_job: bool = True, **extra: str) -> dict[str, str]:
     """``launch_env`` with the jobs' debug lines on (the executors' logs say which worker ran what)."""
     return launch_env(short_job, ELMO_LAKE_DEBUG="1", **extra)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from deltalake import DeltaTable
 
+from jobs.connect_server import free_port
 from tests.conftest import ROOT
-from tests.standalone import clean_env, free_port
+from tests.standalone import clean_env
 
 LAUNCHER = str(ROOT / "spark-submit.sh")
 
