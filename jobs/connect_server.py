@@ -2,7 +2,8 @@
 
     python -m jobs.connect_server [--port 15002] [--master local[2]] [--dir DIR] [--without-delta]
 
-It listens on 127.0.0.1 only and runs in the foreground until Ctrl-C. Its Python workers use this Python
+It listens on 127.0.0.1 only, with conf/local.toml's Spark settings (a server on one machine), and runs in the
+foreground until Ctrl-C. Its Python workers use this Python
 environment (the pinned dependencies) but not this checkout: the jobs send their code as a Spark Connect
 artifact, as they must to a Databricks or any other remote server. It has the Delta Lake connector when ./setup.sh
 installed it (the jars, Delta's extension and catalog: the local stand-in for a Databricks serverless session, where
@@ -32,10 +33,14 @@ SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 def server_command(
     port: int, master: str, settings: dict[str, str] | None = None, delta: bool = True
 ) -> list[str]:
+    from jobs.platform.config import load_config
     from jobs.platform.delta_connector_jars import installed, session_settings, spark_home
 
     home = spark_home()
-    conf = {
+    # a server on one machine: conf/local.toml's Spark settings (few shuffle partitions, Delta's state rebuilt in
+    # 2 tasks, not 50: the sample's stages over Connect 246 -> 153 s on the 2-core machine), then its own
+    conf = dict(load_config("local").spark.conf)
+    conf |= {
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
         "spark.ui.enabled": "false",

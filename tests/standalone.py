@@ -21,6 +21,17 @@ from pathlib import Path
 SHORT_JOB_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
+# What conf/local.toml sets for one machine, for the jobs the tests run on a test cluster (one 2-4 core worker) with
+# the cluster or GPU configuration: Delta's state rebuilt in 2 tasks, not its default 50 (right for a real cluster's
+# tables, minutes of empty tasks on this one's), few shuffle partitions.
+ONE_MACHINE_SETTINGS = [
+    "--set",
+    "spark.conf.spark.databricks.delta.snapshotPartitions=2",
+    "--set",
+    "spark.conf.spark.sql.shuffle.partitions=8",
+]
+
+
 def short_job_jvm_options() -> str:
     """The JVM options for a short job: the user's own SPARK_SUBMIT_OPTS where set, else the ones above."""
     return os.environ.get("SPARK_SUBMIT_OPTS", SHORT_JOB_JVM_OPTIONS)

@@ -23,7 +23,7 @@ from jobs.platform.errors import ElmoLakeError, SetupError
 from jobs.platform.java import ensure_java
 
 # Settings a Connect client may set on its session; the rest (driver/executor sizes, master) are the server's.
-_CONNECT_SETTABLE = ("spark.sql.",)
+_CONNECT_SETTABLE = ("spark.sql.", "spark.databricks.delta.")
 _shipped: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # session -> names of what it was given
 _parallelism: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _cache_reused: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
