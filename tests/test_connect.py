@@ -80,11 +80,16 @@ def stages(spark, cfg, lake: Path, increments: bool = True) -> dict:
         spark, cfg, tables["score_emb"], str(lake / "classifier"), str(lake / "pred"), str(lake / "p.csv")
     )
     embeddings = DeltaTable(tables["emb"]).to_pyarrow_table().to_pylist()
+    clean_tokens = {  # both clean tables as the clean stage wrote them (the incremental embed appends one to the other)
+        r["id"]: r["tokens"]
+        for name in ("clean", "score_clean")
+        for r in DeltaTable(tables[name]).to_pyarrow_table().to_pylist()
+    }
     return {
         "incremental": incremental_embed(spark, cfg, tables) if increments else None,
         "folder": folder_ingest(spark, cfg, lake) if increments else None,
         "embeddings": {r["id"]: r for r in embeddings},
-        "clean": {r["id"]: r["tokens"] for r in DeltaTable(tables["clean"]).to_pyarrow_table().to_pylist()},
+        "clean": clean_tokens,
         "predictions": (lake / "p.csv").read_text(),
         "f1": classifier.metrics["validation"]["f1"],
         "spark_ml_weights": np.array(spark_ml.weights),
@@ -184,7 +189,7 @@ def test_connect_session_facts(runs):
 
 def test_every_stage_over_connect_equals_the_classic_run(runs):
     classic, remote, _ = runs
-    assert remote["clean"] == classic["clean"]
+    assert remote["clean"] == classic["clean"] and len(classic["clean"]) == 55  # 43 training, 12 to score
     assert set(remote["embeddings"]) == set(classic["embeddings"]) and len(classic["embeddings"]) == 43
     for doc_id, row in classic["embeddings"].items():
         other = remote["embeddings"][doc_id]
