@@ -38,15 +38,13 @@ def server_command(
 
     home = spark_home()
     # a server on one machine: conf/local.toml's Spark settings (few shuffle partitions, Delta's state rebuilt in
-    # 2 tasks, not 50: the sample's stages over Connect 246 -> 153 s on the 2-core machine), then its own
+    # 2 tasks, not 50: the sample's stages over Connect 246 -> 153 s on the 2-core machine; UTC; 4g for the
+    # driver, whose JVM holds local mode's executors too), then its own
     conf = dict(load_config("local").spark.conf)
     conf |= {
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
         "spark.ui.enabled": "false",
-        "spark.sql.session.timeZone": "UTC",
-        "spark.python.worker.reuse": "true",
-        "spark.driver.memory": "4g",  # local mode: the executors live in the server's JVM
     }
     connector = installed() if delta else None
     if (

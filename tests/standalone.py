@@ -23,13 +23,16 @@ SHORT_JOB_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 # What conf/local.toml sets for one machine, for the jobs the tests run on a test cluster (one 2-4 core worker) with
 # the cluster or GPU configuration: Delta's state rebuilt in 2 tasks, not its default 50 (right for a real cluster's
-# tables, minutes of empty tasks on this one's), few shuffle partitions.
-ONE_MACHINE_SETTINGS = [
-    "--set",
-    "spark.conf.spark.databricks.delta.snapshotPartitions=2",
-    "--set",
-    "spark.conf.spark.sql.shuffle.partitions=8",
-]
+# tables, minutes of empty tasks on this one's), few shuffle partitions. Read from local.toml, so the two never drift.
+ONE_MACHINE_KEYS = ("spark.databricks.delta.snapshotPartitions", "spark.sql.shuffle.partitions")
+
+
+def one_machine_settings() -> list[str]:
+    """``--set`` options giving a job local.toml's values of ONE_MACHINE_KEYS."""
+    from jobs.platform.config import load_config
+
+    local = load_config("local").spark.conf
+    return [arg for key in ONE_MACHINE_KEYS for arg in ("--set", f"spark.conf.{key}={local[key]}")]
 
 
 def short_job_jvm_options() -> str:

@@ -21,7 +21,7 @@ from jobs.platform.config import load_config
 from jobs.platform.paths import default_sample
 from tests.conftest import ROOT
 from tests.elmo_fixture import assert_batch_invariant
-from tests.standalone import ONE_MACHINE_SETTINGS, clean_env, executor_logs, standalone_cluster
+from tests.standalone import clean_env, executor_logs, one_machine_settings, standalone_cluster
 
 TASK_LINE = re.compile(
     r"elmo-lake embed: task \d+ \(partition (\d+)\) on GPU (\S+), worker (\d+): (\d+) rows"
@@ -63,7 +63,7 @@ def test_tasks_get_gpu_addresses_0_and_1_and_place_their_model_there(spark, tmp_
                 "spark.conf.spark.executor.memory=1g",
                 "--set",
                 "embed.partitions=8",
-                *ONE_MACHINE_SETTINGS,
+                *one_machine_settings(),
                 "--input",
                 clean,
                 "--output",

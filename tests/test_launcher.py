@@ -11,7 +11,7 @@ import pytest
 from deltalake import DeltaTable
 
 from tests.conftest import ROOT
-from tests.standalone import ONE_MACHINE_SETTINGS, clean_env
+from tests.standalone import clean_env, one_machine_settings
 from tests.standalone import standalone_cluster as start_cluster
 
 LAUNCHER = str(ROOT / "spark-submit.sh")
@@ -108,7 +108,7 @@ def test_the_pipeline_on_a_standalone_cluster_as_the_readme_says(tmp_path):
                 "spark.conf.spark.executor.memory=2g",
                 "--set",
                 "train.select=false",  # one embedding set and one fit: the cluster is what is tested here
-                *ONE_MACHINE_SETTINGS,
+                *one_machine_settings(),
             ],
             cwd=tmp_path,
             timeout=900,
