@@ -102,13 +102,13 @@ def launched_pipeline(tmp_path_factory):
 # ./setup.sh test runs the suite on two pytest-xdist workers (--dist loadgroup): the suite spends much of its time
 # waiting on JVMs, subprocess jobs and servers, so two streams of tests keep both cores busy. The groups below keep
 # together what shares an expensive fixture: a module's tests that use one of its module-scoped fixtures (a Connect
-# server, a model, the pipeline's runs) on one worker, so it is built once; the tests that use the launched pipeline
-# (test_connect's launcher test, the SQL endpoint's) on one worker, so the pipeline runs once. Every other test is a
+# server, a model) on one worker, so it is built once; the tests that use the launched pipeline (test_connect's
+# comparisons with the same command over Connect, the SQL endpoint's) on one worker, so the pipeline runs once. Every other test is a
 # unit of its own. The longest units start first (measured with --durations on the 2-core machines), so neither
 # worker is left with a long one at the end; the order changes only the wall time, never what runs.
 LONGEST_FIRST = (
-    "tests/test_connect.py",
     "launched_pipeline",
+    "tests/test_connect.py",
     "tests/test_launcher.py",
     "tests/test_gpu_scheduling.py",
     "tests/test_stages.py",

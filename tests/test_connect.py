@@ -2,10 +2,12 @@
 
 The server is pyspark's own (started on 127.0.0.1 by jobs/connect_server.py, as the README says), its Python
 workers on this environment but without this checkout on their path, so the UDFs only work if the jobs send their
-code and the model as Spark Connect artifacts. Results must equal the classic run's.
+code and the model as Spark Connect artifacts. Results must equal the classic run's: the pipeline's command over
+Connect is compared with the same command on classic Spark (conftest's ``launched_pipeline``, which the SQL endpoint
+tests share), table by table.
 
 Creating a Connect client in a process switches pyspark into Connect mode until that client stops, so each
-fixture here does its classic work first and stops its client at the end.
+test here does its classic work first and stops its client at the end.
 """
 
 from __future__ import annotations
@@ -59,114 +61,40 @@ def connect_session(url: str):
         os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
 
 
-def stages(spark, cfg, lake: Path, increments: bool = True) -> dict:
-    """ingest -> clean -> embed -> train (both engines) -> predict on the built-in sample; what came out.
-    ``increments``: then an incremental embed and a folder ingest (their classic runs: test_increments, test_ingest)."""
-    from jobs import clean, embed, ingest, predict, train
-    from jobs.platform.paths import default_sample, default_score_sample
-
-    tables = {
-        name: str(lake / name) for name in ("docs", "score", "clean", "score_clean", "emb", "score_emb")
-    }
-    ingest.run(spark, cfg, default_sample(), tables["docs"], tables["docs"] + "_rejects")
-    ingest.run(spark, cfg, default_score_sample(), tables["score"], tables["score"] + "_rejects")
-    clean.run(spark, cfg, tables["docs"], tables["clean"])
-    clean.run(spark, cfg, tables["score"], tables["score_clean"])
-    embed.run(spark, cfg, tables["clean"], tables["emb"], MODEL)
-    embed.run(spark, cfg, tables["score_clean"], tables["score_emb"], MODEL)
-    classifier, _ = train.run(spark, cfg, tables["emb"], tables["docs"], str(lake / "classifier"), "sklearn")
-    spark_ml, _ = train.run(spark, cfg, tables["emb"], tables["docs"], str(lake / "spark_ml"), "spark")
-    predict.run(
-        spark, cfg, tables["score_emb"], str(lake / "classifier"), str(lake / "pred"), str(lake / "p.csv")
-    )
-    embeddings = DeltaTable(tables["emb"]).to_pyarrow_table().to_pylist()
-    clean_tokens = {  # both clean tables as the clean stage wrote them (the incremental embed appends one to the other)
-        r["id"]: r["tokens"]
-        for name in ("clean", "score_clean")
-        for r in DeltaTable(tables[name]).to_pyarrow_table().to_pylist()
-    }
-    return {
-        "incremental": incremental_embed(spark, cfg, tables) if increments else None,
-        "folder": folder_ingest(spark, cfg, lake) if increments else None,
-        "embeddings": {r["id"]: r for r in embeddings},
-        "clean": clean_tokens,
-        "predictions": (lake / "p.csv").read_text(),
-        "f1": classifier.metrics["validation"]["f1"],
-        "spark_ml_weights": np.array(spark_ml.weights),
-        "spark_ml_baseline": spark_ml.metrics["tfidf_baseline"],
-        "runs": DeltaTable(str(lake / "runs")).to_pyarrow_table().num_rows,
-    }
-
-
-def incremental_embed(spark, cfg, tables: dict) -> tuple:
-    """The clean table gains the score documents: the next embed reads only them, from the Delta log (read through
-    the session, over Connect too); afterwards there is nothing new. (rows read, embedded, rows read after)."""
-    from jobs import embed
-    from jobs.lake.delta_tables import read_delta, resolve_engine, write_delta
-    from jobs.lake.increments import find_work
-
-    engine = resolve_engine(spark, cfg.delta.engine)
-    write_delta(
-        read_delta(spark, tables["score_clean"], engine), tables["clean"], mode="append", engine=engine
-    )
-
-    def work():
-        model = embed.resolve_model(MODEL, "tokens", spark, "numpy", "float32")
-        stream = {"model_id": model.model_id, "sets": "layer elmo, pooling mean"}
-        found = find_work(spark, cfg, "embed", tables["clean"], tables["emb"], stream=stream)
-        assert found.incremental
-        return found.rows.count()
-
-    before = work()
-    summary = embed.run(spark, cfg, tables["clean"], tables["emb"], MODEL)
-    return before, summary.embedded + summary.without_tokens, work()
-
-
-def folder_ingest(spark, cfg, lake: Path) -> tuple:
-    """A folder ingested, then again after it gained a file: the second run lists the folder through the session
-    and reads only the new file. ((files read, listed), added) for each run."""
-    import shutil
-
-    from jobs import ingest
-    from jobs.platform.paths import default_sample, default_score_sample
-
-    folder = lake / "incoming"
-    folder.mkdir()
-    shutil.copy(default_sample(), folder / "labelled.csv")
-    first = ingest.run(
-        spark, cfg, str(folder), str(lake / "folder_docs"), str(lake / "folder_rejects"), "csv"
-    )
-    shutil.copy(default_score_sample(), folder / "unlabelled.csv")
-    second = ingest.run(
-        spark, cfg, str(folder), str(lake / "folder_docs"), str(lake / "folder_rejects"), "csv"
-    )
-    return (first.files, first.added), (second.files, second.added)
+# The classifier settings of the Spark ML comparison: few fits. The Spark engine fits (grid x folds + 1) models for
+# the selection and for the baseline, each a few seconds here. So one regParam, no selection, and the baseline's
+# hashed features sized to 43 documents (2^12, not 2^18: a third of the time per iteration): the final fit and the
+# baseline's CV (Spark ML and a Python UDF) still run over Connect; the launcher's pipeline and the notebook test
+# select over Connect (sklearn engine), test_classifier selects on the Spark engine.
+SPARK_ML_SETTINGS = [
+    "delta.engine=auto",
+    "train.tfidf_grid=[0.1]",
+    "train.select=false",
+    "train.folds=2",
+    "train.tfidf_features=4096",
+]
 
 
 @pytest.fixture(scope="module")
-def runs(spark, server, tmp_path_factory):
-    """The same stages on classic Spark, then over Connect (delta.engine=auto: the connector on both, when installed)."""
+def connect_pipeline(server, launched_pipeline, tmp_path_factory):
+    """The launched pipeline's command (README's main command, one embedding set) over Connect: its folder and
+    result. Every stage runs in the jobs' process as a Connect client, their UDFs on the server's workers."""
+    work = tmp_path_factory.mktemp("connect_pipeline")
+    result = launch(
+        ["--remote", server, "jobs/pipeline.py", "--out", "out/connect", "--set", "train.select=false"], work
+    )
+    return work / "out" / "connect", result
+
+
+def rows_by_id(table: Path) -> dict:
+    return {r["id"]: r for r in DeltaTable(str(table)).to_pyarrow_table().to_pylist()}
+
+
+def test_a_connect_session_says_what_it_is(server):
     from jobs.lake.delta_tables import resolve_engine
-    from jobs.platform.config import load_config
+    from jobs.platform.delta_connector_jars import installed
     from jobs.platform.session import default_parallelism, is_connect, reuse
 
-    root = tmp_path_factory.mktemp("runs")
-    # few fits: the Spark engine fits (grid x folds + 1) models for the selection and for the baseline, each a few
-    # seconds here, and these are the suite's biggest cost. So one regParam, no selection, and the baseline's
-    # hashed features sized to 43 documents (2^12, not 2^18: a third of the time per iteration): the final fit and
-    # the baseline's CV (Spark ML and a Python UDF) still run over Connect; the launcher's pipeline and the
-    # notebook test select over Connect (sklearn engine), test_classifier selects on the Spark engine
-    cfg = load_config(
-        "local",
-        [
-            "delta.engine=auto",
-            "train.tfidf_grid=[0.1]",
-            "train.select=false",
-            "train.folds=2",
-            "train.tfidf_features=4096",
-        ],
-    )
-    classic = stages(spark, cfg, root / "classic", increments=False)
     with connect_session(server) as remote:
         facts = {
             "is_connect": is_connect(remote),
@@ -174,40 +102,143 @@ def runs(spark, server, tmp_path_factory):
             "parallelism": default_parallelism(remote),
             "reuse_is_identity": reuse(probe := remote.range(3)) is probe,
         }
-        over_connect = stages(remote, cfg, root / "connect")
-    return classic, over_connect, facts
-
-
-def test_connect_session_facts(runs):
-    _, _, facts = runs
-    from jobs.platform.delta_connector_jars import installed
-
     # the server has the Delta connector where ./setup.sh installed it (the stand-in for serverless): auto finds it
     engine = "spark" if installed() else "delta-rs"
     assert facts == {"is_connect": True, "engine": engine, "parallelism": 2, "reuse_is_identity": True}
 
 
-def test_every_stage_over_connect_equals_the_classic_run(runs):
-    classic, remote, _ = runs
-    assert remote["clean"] == classic["clean"] and len(classic["clean"]) == 55  # 43 training, 12 to score
-    assert set(remote["embeddings"]) == set(classic["embeddings"]) and len(classic["embeddings"]) == 43
-    for doc_id, row in classic["embeddings"].items():
-        other = remote["embeddings"][doc_id]
-        assert (other["model_id"], other["layer"], other["pooling"]) == (row["model_id"], "elmo", "mean")
-        if row["embedding"] is None:
-            assert other["embedding"] is None
-        else:
-            np.testing.assert_allclose(other["embedding"], row["embedding"], atol=1e-6, rtol=0)
-    assert remote["f1"] == pytest.approx(classic["f1"], abs=1e-9)  # a ratio of counts: the same predictions
-    assert remote["predictions"] == classic["predictions"]
-    np.testing.assert_allclose(remote["spark_ml_weights"], classic["spark_ml_weights"], atol=1e-4, rtol=1e-3)
-    # the honest baseline on the Spark engine (Spark ML and a Python UDF) runs over Connect and chooses alike
-    ours, theirs = remote["spark_ml_baseline"], classic["spark_ml_baseline"]
-    assert ours["reg_param"] == theirs["reg_param"] and abs(ours["f1"] - theirs["f1"]) <= 1e-6
-    assert ours["features"] == theirs["features"] == 4096  # train.tfidf_features reached the baseline
-    assert remote["runs"] == classic["runs"] == 2
-    assert remote["incremental"] == (12, 12, 0)  # the 12 score documents, then none
-    assert remote["folder"] == (((1, 1), 43), ((1, 2), 12))  # the new file read alone
+def final_f1(stdout: str) -> str:
+    return next(line for line in stdout.splitlines() if line.startswith("F1 on the validation split"))
+
+
+def test_the_launcher_runs_every_stage_over_connect_with_the_classic_results(
+    server, launched_pipeline, connect_pipeline, tmp_path
+):
+    """ingest -> clean -> embed -> train -> predict through ``./spark-submit.sh --remote``: the same clean tokens,
+    embeddings (every id, to 1e-6), F1 and predictions as the same command on classic Spark."""
+    classic_dir, classic, _ = launched_pipeline  # shared with the SQL endpoint tests
+    assert classic.returncode == 0, classic.stdout[-3000:] + classic.stderr[-3000:]
+    out, remote = connect_pipeline
+    assert remote.returncode == 0, remote.stdout[-3000:] + remote.stderr[-3000:]
+    assert "Spark Connect session at" in remote.stderr
+    lake = classic_dir / "out" / "classic"
+    clean = {name: rows_by_id(lake / name) for name in ("train_clean", "score_clean")}
+    assert sum(map(len, clean.values())) == 55  # 43 training, 12 to score
+    for name, rows in clean.items():
+        theirs = rows_by_id(out / name)
+        assert {i: r["tokens"] for i, r in theirs.items()} == {i: r["tokens"] for i, r in rows.items()}
+    for name, count in (("train_embeddings", 43), ("score_embeddings", 12)):
+        rows, theirs = rows_by_id(lake / name), rows_by_id(out / name)
+        assert set(theirs) == set(rows) and len(rows) == count
+        for doc_id, row in rows.items():
+            other = theirs[doc_id]
+            assert (other["model_id"], other["layer"], other["pooling"]) == (row["model_id"], "elmo", "mean")
+            if row["embedding"] is None:
+                assert other["embedding"] is None
+            else:
+                np.testing.assert_allclose(other["embedding"], row["embedding"], atol=1e-6, rtol=0)
+    assert final_f1(remote.stdout + remote.stderr) == final_f1(classic.stdout + classic.stderr)
+    with open(out / "predictions.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 12
+    assert (out / "predictions.csv").read_text() == (lake / "predictions.csv").read_text()
+    # the standard variable works the same way, and so does a job's --help
+    env_run = launch(["jobs/ingest.py", "--table", "lake/docs"], tmp_path, SPARK_REMOTE=server)
+    assert env_run.returncode == 0, env_run.stderr[-3000:]
+    assert "documents:" in env_run.stdout
+
+
+def test_spark_ml_over_connect_fits_the_classic_weights(
+    spark, server, launched_pipeline, connect_pipeline, tmp_path
+):
+    """``train --classifier spark`` in process on each session kind, each on its own pipeline's tables: the same
+    weights, and the honest baseline (Spark ML and a Python UDF) chooses alike; each run is recorded."""
+    from jobs import train
+    from jobs.platform.config import load_config
+
+    cfg = load_config("local", SPARK_ML_SETTINGS)
+    lake, out = launched_pipeline[0] / "out" / "classic", connect_pipeline[0]
+    assert connect_pipeline[1].returncode == 0, connect_pipeline[1].stderr[-3000:]
+
+    def fit(session, tables: Path, name: str):
+        model, _ = train.run(
+            session,
+            cfg,
+            str(tables / "train_embeddings"),
+            str(tables / "train_documents"),
+            str(tmp_path / name / "m"),
+            "spark",
+        )
+        return model, DeltaTable(str(tmp_path / name / "runs")).to_pyarrow_table().num_rows
+
+    classic, classic_runs = fit(spark, lake, "classic")
+    with connect_session(server) as remote:
+        ours, runs = fit(remote, out, "connect")
+    np.testing.assert_allclose(np.array(ours.weights), np.array(classic.weights), atol=1e-4, rtol=1e-3)
+    mine, theirs = ours.metrics["tfidf_baseline"], classic.metrics["tfidf_baseline"]
+    assert mine["reg_param"] == theirs["reg_param"] and abs(mine["f1"] - theirs["f1"]) <= 1e-6
+    assert mine["features"] == theirs["features"] == 4096  # train.tfidf_features reached the baseline
+    assert runs == classic_runs == 1
+
+
+def test_an_incremental_embed_over_connect_reads_only_the_new_rows(server, connect_pipeline, tmp_path):
+    """A clean table embedded, then gaining the score documents: the next embed reads only them, from the Delta log
+    (read through the session); afterwards there is nothing new. Five of the Connect pipeline's clean rows to start."""
+    from jobs import embed
+    from jobs.lake.delta_tables import read_delta, resolve_engine, write_delta
+    from jobs.lake.increments import find_work
+    from jobs.platform.config import load_config
+
+    out = connect_pipeline[0]
+    assert connect_pipeline[1].returncode == 0, connect_pipeline[1].stderr[-3000:]
+    clean, emb = str(tmp_path / "clean"), str(tmp_path / "emb")
+    cfg = load_config("local", ["delta.engine=auto"])
+    with connect_session(server) as remote:
+        engine = resolve_engine(remote, cfg.delta.engine)
+
+        def copy(name: str, rows: int | None, mode: str) -> None:
+            frame = read_delta(remote, str(out / name), engine).orderBy("id")
+            write_delta(frame.limit(rows) if rows else frame, clean, mode=mode, engine=engine)
+
+        def work():
+            model = embed.resolve_model(MODEL, "tokens", remote, "numpy", "float32")
+            stream = {"model_id": model.model_id, "sets": "layer elmo, pooling mean"}
+            found = find_work(remote, cfg, "embed", clean, emb, stream=stream)
+            assert found.incremental
+            return found.rows.count()
+
+        copy("train_clean", 5, "error")
+        embed.run(remote, cfg, clean, emb, MODEL)
+        copy("score_clean", None, "append")
+        before = work()
+        summary = embed.run(remote, cfg, clean, emb, MODEL)
+        after = work()
+    assert (before, summary.embedded + summary.without_tokens, after) == (
+        12,
+        12,
+        0,
+    )  # the score documents, then none
+    assert len(rows_by_id(tmp_path / "emb")) == 17
+
+
+def test_a_folder_ingest_over_connect_reads_only_the_new_file(server, tmp_path):
+    """A folder ingested, then again after it gained a file: the second run lists the folder through the session
+    and reads only the new file."""
+    import shutil
+
+    from jobs import ingest
+    from jobs.platform.config import load_config
+    from jobs.platform.paths import default_sample, default_score_sample
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    shutil.copy(default_sample(), folder / "labelled.csv")
+    cfg = load_config("local", ["delta.engine=auto"])
+    docs, rejects = str(tmp_path / "docs"), str(tmp_path / "rejects")
+    with connect_session(server) as remote:
+        first = ingest.run(remote, cfg, str(folder), docs, rejects, "csv")
+        shutil.copy(default_score_sample(), folder / "unlabelled.csv")
+        second = ingest.run(remote, cfg, str(folder), docs, rejects, "csv")
+    assert ((first.files, first.added), (second.files, second.added)) == (((1, 1), 43), ((1, 2), 12))
 
 
 def test_model_copies_from_spark_file_systems_alike(spark, server, tmp_path):
@@ -247,33 +278,6 @@ def launch(args: list[str], cwd: Path, timeout: int = 600, **extra: str) -> subp
         text=True,
         timeout=timeout,
     )
-
-
-def final_f1(stdout: str) -> str:
-    return next(line for line in stdout.splitlines() if line.startswith("F1 on the validation split"))
-
-
-def test_the_launcher_runs_the_pipeline_over_connect_with_the_classic_f1(server, launched_pipeline, tmp_path):
-    classic_dir, classic, _ = (
-        launched_pipeline  # the same command on classic Spark (shared with the SQL tests)
-    )
-    assert classic.returncode == 0, classic.stdout[-3000:] + classic.stderr[-3000:]
-    remote = launch(
-        ["--remote", server, "jobs/pipeline.py", "--out", "out/connect", "--set", "train.select=false"],
-        tmp_path,
-    )
-    assert remote.returncode == 0, remote.stdout[-3000:] + remote.stderr[-3000:]
-    assert final_f1(remote.stdout + remote.stderr) == final_f1(classic.stdout + classic.stderr)
-    assert "Spark Connect session at" in remote.stderr
-    with open(tmp_path / "out" / "connect" / "predictions.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == 12
-    assert (tmp_path / "out" / "connect" / "predictions.csv").read_text() == (
-        classic_dir / "out" / "classic" / "predictions.csv"
-    ).read_text()
-    # the standard variable works the same way, and so does a job's --help
-    env_run = launch(["jobs/ingest.py", "--table", "lake/docs"], tmp_path, SPARK_REMOTE=server)
-    assert env_run.returncode == 0, env_run.stderr[-3000:]
-    assert "documents:" in env_run.stdout
 
 
 def test_connect_failures_are_one_clear_line(server, tmp_path):
