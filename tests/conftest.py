@@ -15,6 +15,19 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def assert_same_embeddings(rows: dict, others: dict) -> None:
+    """Two embedding tables' rows by id: the same ids, and each id's vector equal to the project's 1e-6 (or both
+    null: a document without tokens)."""
+    import numpy as np
+
+    assert set(others) == set(rows)
+    for doc_id, row in rows.items():
+        if row["embedding"] is None:
+            assert others[doc_id]["embedding"] is None
+        else:
+            np.testing.assert_allclose(others[doc_id]["embedding"], row["embedding"], atol=1e-6, rtol=0)
+
+
 def shared_path(*parts: str) -> Path:
     """A file under ../shared, or a skip saying it is absent (CI has it; a bare clone may not)."""
     path = SHARED.joinpath(*parts)
@@ -103,8 +116,8 @@ def launched_pipeline(tmp_path_factory):
 # waiting on JVMs, subprocess jobs and servers, so two streams of tests keep both cores busy. The groups below keep
 # together what shares an expensive fixture: a module's tests that use one of its module-scoped fixtures (a Connect
 # server, a model) on one worker, so it is built once; the tests that use the launched pipeline (test_connect's
-# comparisons with the same command over Connect, the SQL endpoint's) on one worker, so the pipeline runs once. Every other test is a
-# unit of its own. The longest units start first (measured with --durations on the 2-core machines), so neither
+# comparisons with the same command over Connect, the both-engines pipeline test, the SQL endpoint's) on one worker,
+# so the pipeline runs once. Every other test is a unit of its own. The longest units start first (measured with --durations on the 2-core machines), so neither
 # worker is left with a long one at the end; the order changes only the wall time, never what runs.
 LONGEST_FIRST = (
     "launched_pipeline",

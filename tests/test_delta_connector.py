@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-import numpy as np
 import pytest
 from deltalake import DeltaTable
 from pyspark.sql import functions as F
@@ -20,6 +19,7 @@ from jobs.lake.delta_tables import (
     write_delta,
 )
 from jobs.platform.errors import CommitConflictError, SchemaMismatchError, UnsupportedTableError
+from tests.conftest import assert_same_embeddings
 
 SCHEMA = "id string, n int, vec array<float>, at timestamp, part string"
 
@@ -260,12 +260,8 @@ def test_the_pipeline_on_both_engines_gives_the_same_tables(connector, launched_
         assert a.keys() == b.keys() and all(a[i]["tokens"] == b[i]["tokens"] for i in a)
     for name in ("train_embeddings", "score_embeddings"):
         a, b = table("spark", name), table("delta-rs", name)
-        assert a.keys() == b.keys() and len(a) > 0
-        for i in a:
-            if a[i]["embedding"] is None:
-                assert b[i]["embedding"] is None
-                continue
-            np.testing.assert_allclose(a[i]["embedding"], b[i]["embedding"], atol=1e-6, rtol=0)
+        assert len(a) > 0
+        assert_same_embeddings(a, b)
     a, b = table("spark", "predictions"), table("delta-rs", "predictions")
     assert a.keys() == b.keys() and all(a[i]["label"] == b[i]["label"] for i in a)
     assert (outs["spark"] / "predictions.csv").read_text() == (
