@@ -156,6 +156,31 @@ def test_a_write_whose_schema_differs_names_the_columns_on_both_engines(connecto
     assert snapshot_version(spark, path, engine) == 0
 
 
+def test_setup_resolves_past_a_maven_home_that_holds_poms_without_jars(tmp_path, monkeypatch):
+    """A ~/.m2 that names a module but lacks its jar (left by `mvn dependency:get` of another version) makes Spark's
+    Ivy fail with "download failed"; the set-up's resolution tries once more from Maven Central alone."""
+    from jobs.platform.delta_connector_jars import ResolutionError, resolve_packages, spark_home
+
+    folder = (
+        tmp_path / "home" / ".m2" / "repository" / "com" / "google" / "code" / "findbugs" / "jsr305" / "3.0.2"
+    )
+    folder.mkdir(parents=True)
+    (folder / "jsr305-3.0.2.pom").write_text(
+        "<project><modelVersion>4.0.0</modelVersion><groupId>com.google.code.findbugs</groupId>"
+        "<artifactId>jsr305</artifactId><version>3.0.2</version></project>"
+    )
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", f"-Duser.home={tmp_path / 'home'}")  # Ivy's ~/.m2 is user.home's
+    try:
+        jars = resolve_packages(spark_home(), "com.google.code.findbugs:jsr305:3.0.2", tmp_path / "ivy")
+    except ResolutionError as exc:
+        if "download failed" in str(exc) or "local-m2-cache" in str(exc):
+            raise
+        pytest.skip(f"Maven Central is not reachable here: {exc}")
+    assert [jar.name for jar in jars] == ["com.google.code.findbugs_jsr305-3.0.2.jar"]
+    with pytest.raises(ResolutionError, match="not found"):  # Spark's own reason, in one line
+        resolve_packages(spark_home(), "io.delta:no-such-artifact_2.13:0.0.1", tmp_path / "ivy")
+
+
 def _cfg(engine: str):
     from jobs.platform.config import load_config
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs.platform.errors import SetupError
 from jobs.platform.paths import repo_root
 
 GROUP = "io.delta"
@@ -125,7 +127,6 @@ def not_installed_line() -> str:
 def fetch(quiet: bool = False) -> Connector:
     """Resolve the connector with Spark's own Ivy resolution and install the jars Spark lacks; raise if none of
     the versions can be had (an air-gapped machine)."""
-    from jobs.platform.errors import SetupError
     from jobs.platform.java import ensure_java
 
     current = installed()
@@ -137,31 +138,70 @@ def fetch(quiet: bool = False) -> Connector:
     failures = []
     for version in wanted_versions():
         coordinate = f"{GROUP}:{artifact()}:{version}"
-        jars = resolve_packages(home, coordinate, ivy)
-        if jars is None:
-            failures.append(coordinate)
+        try:
+            jars = resolve_packages(home, coordinate, ivy)
+        except ResolutionError as exc:
+            failures.append((coordinate, str(exc)))
             continue
         connector = _install(home, coordinate, jars)
         if not quiet and failures:
             print(
-                f"delta_connector_jars: {', '.join(failures)} is not published on Maven Central; installed "
-                f"{coordinate} (same minor version)",
+                f"delta_connector_jars: {', '.join(c for c, _ in failures)} is not published on Maven Central; "
+                f"installed {coordinate} (same minor version)",
                 file=sys.stderr,
             )
         return connector
     raise SetupError(
-        f"could not resolve the Delta connector ({', '.join(failures)}) through spark-submit --packages: no "
-        "Maven Central here? Jobs will use the delta-rs engine"
+        "could not resolve the Delta connector through spark-submit --packages ("
+        + "; ".join(f"{c}: {why}" for c, why in failures)
+        + "): no Maven Central here? Jobs will use the delta-rs engine"
     )
 
 
-def resolve_packages(spark_home: str, coordinate: str, ivy: Path) -> list[Path] | None:
+# Maven Central alone, for a second try. Spark's default chain asks ~/.m2 first, and a ~/.m2 that holds a module's
+# pom but not its jar (left by `mvn dependency:get` of another version, or by a build that fetched only metadata)
+# makes Ivy take the module from there and then fail with "download failed" for its jar. Extra repositories given
+# with spark.jars.repositories still join this chain.
+CENTRAL_ONLY_IVY_SETTINGS = """<ivysettings>
+  <settings defaultResolver="central"/>
+  <resolvers>
+    <ibiblio name="central" m2compatible="true" root="https://repo1.maven.org/maven2/"/>
+  </resolvers>
+</ivysettings>
+"""
+
+
+class ResolutionError(SetupError):
+    """Spark's --packages resolution failed; the message is Spark's own reason (not found, download failed)."""
+
+
+def resolve_packages(spark_home: str, coordinate: str, ivy: Path) -> list[Path]:
     """Spark's own resolution of ``--packages`` (one coordinate, or several joined by commas): the jar files it
-    retrieved, or None if it failed. Also used for the local metastore's Derby jars (jobs/metastore.py)."""
+    retrieved, or ResolutionError with Spark's reason. Where the first try failed on jars that ~/.m2 named but did
+    not hold, once more from Maven Central alone. Also used for the local metastore's Derby jars
+    (jobs/local_metastore.py)."""
     home = ivy / coordinate.replace(":", "_")  # one Ivy home per coordinate: its jars/ holds just this one's
+    done, output = _spark_resolve(spark_home, coordinate, home)
+    if not done and "download failed" in output and "local-m2-cache" in output:
+        home = ivy / (coordinate.replace(":", "_") + "-central")  # a fresh cache: the first one names ~/.m2
+        done, output = _spark_resolve(spark_home, coordinate, home, CENTRAL_ONLY_IVY_SETTINGS)
+    jars = sorted((home / "jars").glob("*.jar"))
+    if done and jars:
+        return jars
+    raise ResolutionError(_resolution_reason(output))
+
+
+def _spark_resolve(
+    spark_home: str, coordinate: str, home: Path, settings: str | None = None
+) -> tuple[bool, str]:
+    """One ``spark-submit --packages`` of an empty script with its Ivy home at ``home``: (succeeded, its output)."""
     with tempfile.TemporaryDirectory(prefix="elmo-lake-delta-") as scratch:
         noop = Path(scratch) / "resolved.py"
         noop.write_text("")
+        options = ["--conf", f"spark.jars.ivy={home}"]
+        if settings is not None:
+            (Path(scratch) / "ivysettings.xml").write_text(settings)
+            options += ["--conf", f"spark.jars.ivySettings={Path(scratch) / 'ivysettings.xml'}"]
         done = subprocess.run(
             [
                 f"{spark_home}/bin/spark-submit",
@@ -169,16 +209,24 @@ def resolve_packages(spark_home: str, coordinate: str, ivy: Path) -> list[Path] 
                 "local[1]",
                 "--packages",
                 coordinate,
-                "--conf",
-                f"spark.jars.ivy={home}",
+                *options,
                 str(noop),
             ],
             capture_output=True,
             text=True,
             env={**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"},
         )
-    jars = sorted((home / "jars").glob("*.jar"))
-    return jars if done.returncode == 0 and jars else None
+    return done.returncode == 0, done.stdout + done.stderr
+
+
+def _resolution_reason(output: str) -> str:
+    """Spark's one-line reason, e.g. 'unresolved dependency: io.delta#delta-spark_4.2_2.13;4.4.1: not found'."""
+    found = re.search(r"RuntimeException: \[(.*?)\]\s*$", output, re.MULTILINE)
+    if found:
+        reasons = found.group(1).split(", ")
+        return ", ".join(reasons[:3]) + (f" (and {len(reasons) - 3} more)" if len(reasons) > 3 else "")
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    return lines[-1] if lines else "spark-submit printed nothing"
 
 
 def _install(spark_home: str, coordinate: str, jars: list[Path]) -> Connector:

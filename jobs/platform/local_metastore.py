@@ -208,19 +208,25 @@ def stop(cfg: Config) -> bool:
 
 def fetch() -> Path:
     """Resolve derbynet and derbyclient through Spark's own --packages (as the connector's jars) and keep them."""
-    from jobs.platform.delta_connector_jars import install_folder, resolve_packages, spark_home
+    from jobs.platform.delta_connector_jars import (
+        ResolutionError,
+        install_folder,
+        resolve_packages,
+        spark_home,
+    )
     from jobs.platform.java import ensure_java
 
     target = jars_dir()
     if all((target / jar).is_file() for jar in JARS):
         return target
     ensure_java()
-    resolved = resolve_packages(spark_home(), COORDINATES, repo_root() / "build" / "ivy")
-    if resolved is None:
+    try:
+        resolved = resolve_packages(spark_home(), COORDINATES, repo_root() / "build" / "ivy")
+    except ResolutionError as exc:
         raise SetupError(
-            f"could not resolve {COORDINATES} through spark-submit --packages: no Maven Central here? Table "
-            "names need the local metastore; paths work without it"
-        )
+            f"could not resolve {COORDINATES} through spark-submit --packages ({exc}): no Maven Central here? "
+            "Table names need the local metastore; paths work without it"
+        ) from None
     # Ivy names them group_artifact-version.jar: org.apache.derby_derbynet-10.16.1.1.jar -> derbynet-10.16.1.1.jar
     wanted = {jar.name.split("_", 1)[-1]: jar for jar in resolved if jar.name.split("_", 1)[-1] in JARS}
     install_folder(target, wanted, "metastore.json", {"coordinates": COORDINATES, "jars": list(JARS)})
