@@ -146,16 +146,20 @@ def fetch(quiet: bool = False) -> Connector:
         connector = _install(home, coordinate, jars)
         if not quiet and failures:
             print(
-                f"delta_connector_jars: {', '.join(c for c, _ in failures)} is not published on Maven Central; "
-                f"installed {coordinate} (same minor version)",
+                f"delta_connector_jars: could not resolve {_tried(failures)}; installed {coordinate} (same minor "
+                "version)",
                 file=sys.stderr,
             )
         return connector
     raise SetupError(
-        "could not resolve the Delta connector through spark-submit --packages ("
-        + "; ".join(f"{c}: {why}" for c, why in failures)
-        + "): no Maven Central here? Jobs will use the delta-rs engine"
+        f"could not resolve the Delta connector through spark-submit --packages ({_tried(failures)}): no Maven "
+        "Central here? Jobs will use the delta-rs engine"
     )
+
+
+def _tried(failures: list[tuple[str, str]]) -> str:
+    """Each coordinate that did not resolve, with Spark's reason (a version not published says 'not found')."""
+    return "; ".join(f"{coordinate}: {why}" for coordinate, why in failures)
 
 
 # Maven Central alone, for a second try. Spark's default chain asks ~/.m2 first, and a ~/.m2 that holds a module's
@@ -179,7 +183,7 @@ def resolve_packages(spark_home: str, coordinate: str, ivy: Path) -> list[Path]:
     """Spark's own resolution of ``--packages`` (one coordinate, or several joined by commas): the jar files it
     retrieved, or ResolutionError with Spark's reason. Where the first try failed on jars that ~/.m2 named but did
     not hold, once more from Maven Central alone. Also used for the local metastore's Derby jars
-    (jobs/local_metastore.py)."""
+    (jobs/platform/local_metastore.py)."""
     home = ivy / coordinate.replace(":", "_")  # one Ivy home per coordinate: its jars/ holds just this one's
     done, output = _spark_resolve(spark_home, coordinate, home)
     if not done and "download failed" in output and "local-m2-cache" in output:
