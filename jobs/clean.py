@@ -113,10 +113,13 @@ def clean_documents(
 ) -> DataFrame:
     """documents (id, text[, retry]) -> cleaned rows, and ``error`` (null, or why the row could not be cleaned).
     No I/O. ``retry`` (see ``jobs/quarantine.with_retry_flag``) marks rows quarantined by an earlier run."""
+    # Non-deterministic for the optimizer's sake, not ours: a deterministic UDF under a filter on its own output
+    # (the callers' ``error IS NULL``) is evaluated twice, once below the pushed-down filter and once above it,
+    # so spaCy ran twice over every document and each task held two Python workers
     clean = pandas_udf(
         make_clean_function(settings, model, max_reject_fraction, fault),
         "clean_text string, tokens array<string>, truncated boolean, error string",
-    )
+    ).asNondeterministic()
     retry = F.col("retry") if "retry" in docs.columns else F.lit(False)
     cleaned = docs.select("id", clean(F.col("id"), F.col("text"), retry).alias("c"))
     return cleaned.select(

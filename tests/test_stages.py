@@ -113,6 +113,20 @@ def test_clean_job_output_table(spark, tmp_path):
     assert changed.mode == "overwrite" and rows(tmp_path / "clean")["tweet"]["tokens"][0] == "loving"
 
 
+def test_spacy_runs_once_per_document_under_the_stages_filter(spark):
+    """The clean stage keeps the rows whose ``error`` is null: the optimizer must not evaluate the spaCy UDF a
+    second time below that filter (it did while the UDF was deterministic: twice the spaCy work per row)."""
+    from pyspark.sql import functions as F
+
+    settings = clean_job.clean_settings(cfg_with())
+    model, _ = clean_job.check_spacy(settings)
+    docs = spark.createDataFrame([(k, v) for k, v in AWKWARD.items()], "id string, text string")
+    kept = clean_job.clean_documents(docs, settings, model, "fp").where(F.col("error").isNull())
+    plan = kept._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("ArrowEvalPython") == 1, plan
+    assert {r["id"] for r in kept.collect()} == set(AWKWARD)
+
+
 def test_a_missing_spacy_model_fails_on_the_driver_before_any_task(spark, tmp_path):
     docs = documents_table(tmp_path / "docs", {"1": "hello"})
     sc = spark.sparkContext
