@@ -43,6 +43,7 @@ from jobs.platform.paths import (
     local_path,
     spark_path,
 )
+from jobs.platform.python_workers import kept_warm
 from jobs.platform.session import get_spark
 from jobs.platform.table_names import check_schema_name, refuse_on_delta_rs, register
 
@@ -174,89 +175,93 @@ def run(
     def embed_score(layer: str, pooling: str):
         return embed.run(spark, cfg, t["score_clean"], t["score_embeddings"], model, layer, pooling)
 
-    embedded = stages.run(
-        "embed",
-        lambda: (
-            embed.run(spark, cfg, t["train_clean"], t["train_embeddings"], model, sets=train_sets),
-            None if select else embed_score(cfg.embed.layer, cfg.embed.pooling),
-        ),
-        note=lambda r: (
-            f"{r[0].embedded + (r[1].embedded if r[1] else 0)} documents embedded with "
-            f"{r[0].model_id} ({embed.describe_sets(train_sets)})" + quarantine_note("embed", r)
-        ),
-    )
+    # From the embed stage's tasks to predict's, train works on the driver for longer than Spark keeps idle
+    # Python workers (a minute): kept warm, the embed stage's workers and the model each loaded serve predict's
+    # embedding of the score documents too
+    with kept_warm(spark):
+        embedded = stages.run(
+            "embed",
+            lambda: (
+                embed.run(spark, cfg, t["train_clean"], t["train_embeddings"], model, sets=train_sets),
+                None if select else embed_score(cfg.embed.layer, cfg.embed.pooling),
+            ),
+            note=lambda r: (
+                f"{r[0].embedded + (r[1].embedded if r[1] else 0)} documents embedded with "
+                f"{r[0].model_id} ({embed.describe_sets(train_sets)})" + quarantine_note("embed", r)
+            ),
+        )
 
-    state_file = files / "pipeline_state.json"
-    state = json.loads(state_file.read_text()) if state_file.exists() else {}
-    signature = train_signature(
-        spark,
-        cfg,
-        [t["train_embeddings"], t["train_documents"]],
-        engine,
-        [embedded[0].model_id, *(f"{layer}/{pooling}" for layer, pooling in train_sets)],
-    )
-    details_file = files / "validation_scores.npz"
-
-    def fit():
-        if (
-            state.get("train_signature") == signature
-            and (Path(local_path(t["classifier"])) / "classifier.json").exists()
-            and details_file.exists()
-        ):
-            saved = np.load(details_file)
-            return (
-                Classifier.load(t["classifier"]),
-                {"labels": saved["labels"], "probabilities": saved["probabilities"]},
-                True,
-            )
-        # this run's set: the tables may also hold sets of earlier runs (another layer, pooling or precision)
-        classifier, details = train.run(
+        state_file = files / "pipeline_state.json"
+        state = json.loads(state_file.read_text()) if state_file.exists() else {}
+        signature = train_signature(
             spark,
             cfg,
-            t["train_embeddings"],
-            t["train_documents"],
-            t["classifier"],
+            [t["train_embeddings"], t["train_documents"]],
             engine,
-            t["runs"],
-            model_id=embedded[0].model_id,
-            layer=None if select else cfg.embed.layer,
-            pooling=None if select else cfg.embed.pooling,
-            clean=t["train_clean"],
+            [embedded[0].model_id, *(f"{layer}/{pooling}" for layer, pooling in train_sets)],
         )
-        files.mkdir(parents=True, exist_ok=True)
-        np.savez(details_file, **details)
-        state["train_signature"] = signature
-        state_file.write_text(json.dumps(state))
-        return classifier, details, False
+        details_file = files / "validation_scores.npz"
 
-    classifier, details, reused = stages.run(
-        "train",
-        fit,
-        note=lambda r: (
-            ("reused: inputs unchanged; " if r[2] else "")
-            + f"validation F1 {r[0].metrics['validation']['f1']:.3f}"
-        ),
-    )
-    csv_path = str(files / "predictions.csv")
-
-    def score():
-        scored = embed_score(classifier.layer, classifier.pooling) if select else embedded[1]
-        return scored, predict.run(
-            spark, cfg, t["score_embeddings"], t["classifier"], t["predictions"], csv_path
-        )
-
-    stages.run(
-        "predict",
-        score,
-        note=lambda r: (
-            (
-                f"{r[0].embedded} documents embedded ({classifier.layer}/{classifier.pooling}), "
-                if select
-                else ""
+        def fit():
+            if (
+                state.get("train_signature") == signature
+                and (Path(local_path(t["classifier"])) / "classifier.json").exists()
+                and details_file.exists()
+            ):
+                saved = np.load(details_file)
+                return (
+                    Classifier.load(t["classifier"]),
+                    {"labels": saved["labels"], "probabilities": saved["probabilities"]},
+                    True,
+                )
+            # this run's set: the tables may also hold sets of earlier runs (another layer, pooling or precision)
+            classifier, details = train.run(
+                spark,
+                cfg,
+                t["train_embeddings"],
+                t["train_documents"],
+                t["classifier"],
+                engine,
+                t["runs"],
+                model_id=embedded[0].model_id,
+                layer=None if select else cfg.embed.layer,
+                pooling=None if select else cfg.embed.pooling,
+                clean=t["train_clean"],
             )
-            + f"{r[1]} new predictions"
-        ),
-    )
+            files.mkdir(parents=True, exist_ok=True)
+            np.savez(details_file, **details)
+            state["train_signature"] = signature
+            state_file.write_text(json.dumps(state))
+            return classifier, details, False
+
+        classifier, details, reused = stages.run(
+            "train",
+            fit,
+            note=lambda r: (
+                ("reused: inputs unchanged; " if r[2] else "")
+                + f"validation F1 {r[0].metrics['validation']['f1']:.3f}"
+            ),
+        )
+        csv_path = str(files / "predictions.csv")
+
+        def score():
+            scored = embed_score(classifier.layer, classifier.pooling) if select else embedded[1]
+            return scored, predict.run(
+                spark, cfg, t["score_embeddings"], t["classifier"], t["predictions"], csv_path
+            )
+
+        stages.run(
+            "predict",
+            score,
+            note=lambda r: (
+                (
+                    f"{r[0].embedded} documents embedded ({classifier.layer}/{classifier.pooling}), "
+                    if select
+                    else ""
+                )
+                + f"{r[1]} new predictions"
+            ),
+        )
 
     def make_report():
         emb = read_delta(spark, t["train_embeddings"], cfg.delta.engine).where(
