@@ -2,7 +2,7 @@
 # Sets up elmo-lake: the pinned dependencies in .venv/ (or in the virtual environment that is active), and the
 # Delta Lake connector's jars in build/delta-connector/.
 #   ./setup.sh                 runtime dependencies
-#   ./setup.sh --dev           and the test and lint tools
+#   ./setup.sh --dev           and the test and lint tools, and the JAX and PyTorch backends (their tests)
 #   ./setup.sh test [ARGS]     --dev, then ruff and every test (slow ones too); ARGS go to pytest
 #   ./setup.sh pack [OUT [OPTIONS]]  pack the set-up environment for a cluster's executors with venv-pack, for
 #                              --archives OUT#env (default elmo-env.tar.gz; OPTIONS go to venv-pack, e.g.
@@ -53,7 +53,7 @@ if [[ "$mode" == "pack" ]]; then
 fi
 
 extras=()
-[[ "$mode" == "--dev" || "$mode" == "test" ]] && extras=(dev)
+[[ "$mode" == "--dev" || "$mode" == "test" ]] && extras=(dev backends)
 # The project itself is not installed: its code reaches Spark as a zip (spark-submit.sh), and the tests import it
 # from the checkout. Only the dependencies that pyproject.toml pins are installed.
 mapfile -t deps < <("$PY" - "${extras[@]}" <<'PYDEPS'

@@ -127,6 +127,7 @@ LONGEST_FIRST = (
     "tests/test_stages.py",
     "tests/test_reliability.py",
     "tests/test_classifier.py",
+    "tests/test_backends.py",
     "tests/test_python_workers.py",  # a minute asleep: early, while the other worker computes
 )
 

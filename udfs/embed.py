@@ -89,7 +89,17 @@ def quiet_cuda_probe(enabled: bool) -> Iterator[None]:
 
 def _prepare_backend(spec: EmbedSpec, threads: int, gpu: str | None) -> None:
     """Settings that only count before the backend is first imported in this worker."""
-    os.environ.setdefault("KERAS_BACKEND", spec.backend)
+    keras = sys.modules.get("keras")
+    if keras is not None and keras.backend.backend() != spec.backend:
+        raise RuntimeError(
+            f"embed.backend is {spec.backend!r}, but this Python worker (pid {os.getpid()}) already runs Keras on "
+            f"{keras.backend.backend()!r}, and a process holds one Keras backend for its life. Spark reuses a "
+            "worker across the jobs of one application (a notebook's cluster, a Connect server): run jobs of "
+            "another backend in a new application (restart the cluster or the server), or keep embed.backend "
+            "the same in it"
+        )
+    # the job's setting, not an inherited KERAS_BACKEND (spark.executorEnv, the node's environment), decides
+    os.environ["KERAS_BACKEND"] = spec.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX: no grabbing all GPU memory
     with quiet_cuda_probe(gpu is None):
@@ -143,7 +153,7 @@ def get_model(spec: EmbedSpec, gpu: str | None):
             token_cache_mb=spec.token_cache_mb,
             precision=spec.precision,
         )
-    where = placement(spec.backend, gpu, model.device)
+        where = placement(spec.backend, gpu, model.device)
     if where not in _ANNOUNCED:
         _ANNOUNCED.add(where)
         print(
@@ -171,7 +181,7 @@ def _device_name(backend: str, gpu: str) -> str:
 
 
 class _device_scope:
-    """Pin the work of a block to one GPU (TensorFlow, PyTorch; JAX places by committed arrays)."""
+    """Pin the work of a block to the task's GPU: its weights when the model loads, its batches when it runs."""
 
     def __init__(self, backend: str, gpu: str | None):
         self.backend, self.gpu, self.scope = backend, gpu, None
@@ -186,7 +196,14 @@ class _device_scope:
         elif self.backend == "torch":
             import torch
 
-            self.scope = torch.cuda.device(int(self.gpu))
+            if torch.cuda.is_available():
+                self.scope = torch.cuda.device(int(self.gpu))
+        elif self.backend == "jax":
+            import jax
+
+            gpus = [d for d in jax.devices() if d.platform == "gpu"]
+            if gpus:  # arrays made and jitted calls run in the block go to this device
+                self.scope = jax.default_device(gpus[int(self.gpu)])
         if self.scope is not None:
             self.scope.__enter__()
         return self

@@ -366,7 +366,7 @@ def _device_of(backend: str) -> str:
     if backend == "jax":
         import jax
 
-        return str(jax.devices()[0])
+        return str(jax.config.jax_default_device or jax.devices()[0])  # under jax.default_device: that one
     if backend == "torch":
         import torch
 

@@ -1,0 +1,177 @@
+"""The ELMo runtime and the embed stage on JAX and PyTorch (on CPU), not only on TensorFlow.
+
+A process runs one Keras backend for its life, so the runtime's own tests run again in a pytest process per
+backend (``KERAS_BACKEND``), and the embed stage runs through the launcher with ``--set embed.backend=...``, whose
+table must hold TensorFlow's vectors. ``./setup.sh --dev`` (and so ``./setup.sh test`` and CI) installs both
+backends (the ``backends`` extra); elsewhere these tests skip and say why.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from deltalake import DeltaTable
+
+from jobs import clean as clean_job
+from jobs import embed as embed_job
+from jobs import ingest as ingest_job
+from jobs.platform.config import load_config
+from jobs.platform.paths import default_sample
+from tests.conftest import ROOT
+from tests.elmo_fixture import assert_batch_invariant, fixture_dir, reference_batches
+from tests.standalone import clean_env
+
+OTHER_BACKENDS = [
+    pytest.param(
+        name,
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec(name) is None,
+            reason=f"{name} is not installed (./setup.sh --dev installs it)",
+        ),
+    )
+    for name in ("jax", "torch")
+]
+
+# the runtime's promises, each test as it runs on TensorFlow: the reference outputs (stateful and stateless, token
+# cache on and off), batch invariance, the token cache's exactness, reduced precision, and GPU placement below
+RUNTIME_TESTS = [
+    "tests/test_elmo_conformance.py",
+    "tests/test_elmo_runtime.py::test_vectors_do_not_depend_on_batching_order_neighbours_or_padding",
+    "tests/test_token_cache.py::test_cache_on_equals_cache_off_on_the_fixture_and_awkward_inputs",
+    "tests/test_token_cache.py::test_reduced_precision_is_close_and_has_its_own_model_id",
+    "tests/test_backends.py::test_a_task_given_a_gpu_address_the_backend_cannot_see_runs_on_the_cpu",
+    "tests/test_backends.py::test_a_worker_that_runs_another_backend_refuses_and_says_what_to_do",
+]
+
+WORKER_LINE = re.compile(r"elmo-lake embed: worker \d+ runs ELMo (\S+) \(native\) on (.*?), backend (\w+),")
+
+
+def this_process_backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_the_runtimes_conformance_and_invariance_tests_pass_on(backend):
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    cmd = [sys.executable, "-m", "pytest", "-n", "0", "-p", "no:cacheprovider", "-q", "-m", "not slow"]
+    cmd += RUNTIME_TESTS
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    # every one ran and passed (10 of the runtime's, 2 of this module's), none skipped; the slow command-line
+    # conformance test, deselected here, runs on every backend in this process
+    assert re.fullmatch(r"12 passed, 3 deselected in .*", summary), done.stdout[-2000:]
+
+
+@pytest.fixture(scope="module")
+def tensorflow_tables(spark, tmp_path_factory):
+    """The built-in sample, cleaned and embedded on TensorFlow in the tests' session (the default model)."""
+    root = tmp_path_factory.mktemp("backends")
+    cfg = load_config("local", ["delta.engine=delta-rs"])
+    docs, clean, vectors = str(root / "docs"), str(root / "clean"), str(root / "tensorflow")
+    ingest_job.run(spark, cfg, default_sample(), docs, docs + "_rejects")
+    clean_job.run(spark, cfg, docs, clean)
+    result = embed_job.run(spark, cfg, clean, vectors)
+    return root, clean, vectors, result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", OTHER_BACKENDS)
+def test_the_embed_stage_on_another_backend_writes_tensorflows_vectors(backend, tensorflow_tables):
+    root, clean, tensorflow, on_tf = tensorflow_tables
+    out = str(root / backend)
+    # KERAS_BACKEND inherited by the job's processes names another backend: the job's setting must win
+    result = subprocess.run(
+        [
+            str(ROOT / "spark-submit.sh"),
+            "jobs/embed.py",
+            "--set",
+            "spark.master=local[2]",
+            "--set",
+            f"embed.backend={backend}",
+            "--input",
+            clean,
+            "--output",
+            out,
+        ],
+        cwd=root,
+        env=clean_env(KERAS_BACKEND="tensorflow"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    workers = WORKER_LINE.findall(log)
+    assert workers and {b for _, _, b in workers} == {backend}, log[-4000:]
+    assert {where for _, where, _ in workers} == {"CPU (no GPU assigned to this task)"}
+    assert {model_id for model_id, _, _ in workers} == {on_tf.model_id}
+
+    def rows(path):
+        return {r["id"]: r for r in DeltaTable(path).to_pyarrow_table().to_pylist()}
+
+    want, got = rows(tensorflow), rows(out)
+    assert set(got) == set(want) and len(want) == on_tf.embedded + on_tf.without_tokens
+    for doc_id, row in want.items():
+        assert got[doc_id]["model_id"] == row["model_id"]
+        if row["embedding"] is None:
+            assert got[doc_id]["embedding"] is None
+        else:
+            # another backend's kernels round differently: the batch-invariance bound (1e-6 of the vectors' scale)
+            assert_batch_invariant(got[doc_id]["embedding"], row["embedding"])
+
+
+def fixture_spec(backend: str):
+    from udfs.embed import EmbedSpec
+
+    return EmbedSpec(
+        model_dir=str(fixture_dir()),
+        shipped=False,
+        sets=(("elmo", "mean"),),
+        token_budget=2048,
+        backend=backend,
+        threads=1,
+        token_cache_mb=0,
+    )
+
+
+def test_a_task_given_a_gpu_address_the_backend_cannot_see_runs_on_the_cpu(capfd):
+    """Spark gave the task GPU 1 on a machine without GPUs (as the GPU scheduling test's discovery script does):
+    the worker says which device it asked for and that it runs on the CPU, with the vectors of a CPU task."""
+    from udfs.embed import _device_scope, get_model
+
+    backend = this_process_backend()
+    device = {"tensorflow": "/GPU:1", "torch": "cuda:1", "jax": "device 1"}[backend]
+    on_gpu, on_cpu = get_model(fixture_spec(backend), "1"), get_model(fixture_spec(backend), None)
+    assert (
+        f"on GPU 1 ({device} requested; {backend} sees no GPU, so it runs on the CPU)"
+        in capfd.readouterr().err
+    )
+    sentences = reference_batches()[0]
+    with _device_scope(backend, "1"):
+        got = on_gpu.embed(sentences, layer="elmo", pooling="mean")
+    for a, b in zip(got, on_cpu.embed(sentences, layer="elmo", pooling="mean"), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_worker_that_runs_another_backend_refuses_and_says_what_to_do():
+    """Keras cannot change backend in a running process; Spark reuses Python workers across an application's jobs
+    (a notebook's cluster, a Connect server). A job asking another backend there must fail and say so, not run
+    silently on the one loaded."""
+    from udfs.embed import get_model
+
+    backend = this_process_backend()
+    other = "jax" if backend != "jax" else "tensorflow"
+    with pytest.raises(
+        RuntimeError, match=rf"embed.backend is '{other}', but this Python worker .* '{backend}'"
+    ):
+        get_model(fixture_spec(other), None)
