@@ -89,17 +89,19 @@ def quiet_cuda_probe(enabled: bool) -> Iterator[None]:
 
 def _prepare_backend(spec: EmbedSpec, threads: int, gpu: str | None) -> None:
     """Settings that only count before the backend is first imported in this worker."""
-    keras = sys.modules.get("keras")
-    if keras is not None and keras.backend.backend() != spec.backend:
+    from udfs.elmo.runtime import configure_backend
+
+    # the job's setting, not an inherited KERAS_BACKEND (spark.executorEnv, the node's environment), decides
+    try:
+        configure_backend(spec.backend)
+    except RuntimeError as loaded:
         raise RuntimeError(
             f"embed.backend is {spec.backend!r}, but this Python worker (pid {os.getpid()}) already runs Keras on "
-            f"{keras.backend.backend()!r}, and a process holds one Keras backend for its life. Spark reuses a "
-            "worker across the jobs of one application (a notebook's cluster, a Connect server): run jobs of "
-            "another backend in a new application (restart the cluster or the server), or keep embed.backend "
-            "the same in it"
-        )
-    # the job's setting, not an inherited KERAS_BACKEND (spark.executorEnv, the node's environment), decides
-    os.environ["KERAS_BACKEND"] = spec.backend
+            f"{sys.modules['keras'].backend.backend()!r}, and a process holds one Keras backend for its life. "
+            "Spark reuses a worker across the jobs of one application (a notebook's cluster, a Connect server): "
+            "run jobs of another backend in a new application (restart the cluster or the server), or keep "
+            "embed.backend the same in it"
+        ) from loaded
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX: no grabbing all GPU memory
     with quiet_cuda_probe(gpu is None):

@@ -213,7 +213,6 @@ def recurrence_rate(elmo, rows: int, steps: int, repeats: int = 5) -> dict:
         "rows": rows,
         "steps": steps,
         "seconds": round(seconds, 4),
-        "gflops": round(flops / seconds / 1e9, 1),
         # unrounded: a tiny model on an eager backend (PyTorch) runs well under 0.1 GFLOP/s
         "flops_per_s": flops / seconds,
         "flops_per_token": flops // (steps * rows),
