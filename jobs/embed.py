@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import os
 import shutil
 import sys
 import tempfile
@@ -226,11 +227,36 @@ def token_count() -> Column:
 
 def ship_model(spark: SparkSession, model: ResolvedModel) -> str:
     """Send the model folder to every executor as an archive named by its model_id; returns that name."""
-    name = f"{model.model_id}.zip"
-    folder = Path(tempfile.mkdtemp(prefix="elmo-lake-model-"))
-    shutil.make_archive(str(folder / model.model_id), "zip", root_dir=model.directory)
-    ship_archive(spark, str(folder / name))
-    return name
+    archive = model_archive(model)
+    ship_archive(spark, str(archive))
+    return archive.name
+
+
+def model_archive(model: ResolvedModel) -> Path:
+    """The model folder as ``MODEL_ID.zip``, built once per model and user in ``model_archives()`` and reused by
+    every later run: a model id is a hash of what the model computes with, so the zip never goes stale, and a run
+    leaves nothing new behind (a zip per run would pile up in the driver's temp folder, the model's size each time).
+    It is never removed while a run may use it: a classic application's file server hands it to executors that
+    join late. Built beside its final name and renamed into place, so a run never ships another's half-written zip.
+    """
+    archive = model_archives() / f"{model.model_id}.zip"
+    if not archive.is_file():
+        partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=archive.parent))
+        try:
+            built = shutil.make_archive(str(partial / model.model_id), "zip", root_dir=model.directory)
+            Path(built).replace(archive)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return archive
+
+
+def model_archives() -> Path:
+    """The driver's folder of shipped model zips, ``$TMPDIR/elmo-lake-models-UID``: one zip per model used; remove
+    it between runs to reclaim the space."""
+    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    folder = Path(tempfile.gettempdir()) / f"elmo-lake-models-{user}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
 
 
 def output_dim(model: ResolvedModel, layer: str, pooling: str = "mean") -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -315,3 +317,23 @@ def test_the_embed_job_refuses_sets_and_layer_together(capsys):
     assert "embed: error: configuration is invalid: give either --sets or --layer/--pooling, not both" in (
         capsys.readouterr().err
     )
+
+
+def test_the_shipped_model_zip_is_built_once_per_model_and_reused(tmp_path, monkeypatch):
+    """Runs on a cluster or over Connect ship the model folder as MODEL_ID.zip: one file per model in the driver's
+    temp folder, built once (renamed into place whole) and shipped again by every later run, never one per run."""
+    import tempfile
+    import zipfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    model = embed_job.resolve_model(str(fixture_dir()))
+    first = embed_job.model_archive(model)
+    built = first.stat().st_mtime_ns
+    again = embed_job.model_archive(model)
+    assert again == first and again.stat().st_mtime_ns == built
+    assert first.name == f"{model.model_id}.zip" and first.parent == embed_job.model_archives()
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no half-built zip left beside it
+    folder = {
+        p.relative_to(model.directory).as_posix() for p in Path(model.directory).rglob("*") if p.is_file()
+    }
+    assert set(zipfile.ZipFile(first).namelist()) >= folder
