@@ -63,7 +63,7 @@ from jobs.platform.session import (
 )
 from udfs.elmo.cpu_features import bf16_warning
 from udfs.elmo.hub_runner import hub_model_id
-from udfs.elmo.model_source import resolve
+from udfs.elmo.model_source import ModelSource, resolve
 from udfs.elmo.options import BilmOptions, ModelFormatError
 from udfs.elmo.runtime import model_files, model_id_of, with_precision
 from udfs.embed import OUTPUT_SCHEMA, EmbedSpec, make_embed_function
@@ -118,37 +118,59 @@ def resolve_model(
 ) -> ResolvedModel:
     """Any model spec (see ``udfs/elmo/model_source.py``) as a local folder, checked on the driver before any task.
 
-    Hub handles are downloaded here (into $TFHUB_CACHE_DIR), Hadoop paths copied here; executors get the folder.
+    Hub handles are downloaded here (into $TFHUB_CACHE_DIR), Hadoop paths copied here (one copy kept per model, in
+    ``model_cache()``); executors get the folder.
     The model_id names the precision too (``with_precision``): reduced-precision vectors are another set.
     """
     spec = spec or default_model()
-    fetch = (lambda remote: copy_from_hadoop(spark, remote)) if spark is not None else None
+    copies: list[str] = []
+
+    def fetch(remote: str) -> str:
+        copies.append(copy_from_hadoop(spark, remote))
+        return copies[-1]
+
     try:
-        source = resolve(spec, fetch)
-        if source.kind == "hub":
-            if backend != "tensorflow":
-                raise ConfigError(
-                    [
-                        f"embed.backend is {backend!r}, but {spec} is a TF Hub module, which runs on TensorFlow "
-                        "only: set embed.backend=tensorflow, or convert it once with python -m jobs.hub_convert "
-                        "and embed with the converted folder"
-                    ]
-                )
-            if precision != "float32":
-                raise ConfigError(
-                    [
-                        f"embed.precision is {precision!r}, but {spec} is a TF Hub module, which runs its own "
-                        "graph in float32: set embed.precision=float32, or convert it once with python -m "
-                        "jobs.hub_convert and embed with the converted folder"
-                    ]
-                )
-            return ResolvedModel(
-                source.path, hub_model_id(source.path, signature), hub_dim(source.path), "hub", signature
+        model = _resolve_model(
+            spec, resolve(spec, fetch if spark is not None else None), signature, backend, precision
+        )
+    except BaseException as exc:
+        for copy in copies:
+            shutil.rmtree(Path(copy).parent, ignore_errors=True)
+        if isinstance(exc, ModelFormatError):
+            raise InputError(f"--model {spec}: {exc}") from None
+        raise
+    if copies:  # one kept copy per model: a run that copied the same model again drops its own
+        model = dataclasses.replace(model, directory=keep_copy(copies[0], model.model_id))
+        log("embed", f"{spec} is {model.model_id}, read from {model.directory}")
+    return model
+
+
+def _resolve_model(
+    spec: str, source: ModelSource, signature: str, backend: str, precision: str
+) -> ResolvedModel:
+    """``resolve_model`` once the spec is a local folder (``source``); a ModelFormatError if it is no model."""
+    if source.kind == "hub":
+        if backend != "tensorflow":
+            raise ConfigError(
+                [
+                    f"embed.backend is {backend!r}, but {spec} is a TF Hub module, which runs on TensorFlow "
+                    "only: set embed.backend=tensorflow, or convert it once with python -m jobs.hub_convert "
+                    "and embed with the converted folder"
+                ]
             )
-        options_path, weights_path = model_files(source.path)
-        options = BilmOptions.load(options_path)
-    except ModelFormatError as exc:
-        raise InputError(f"--model {spec}: {exc}") from None
+        if precision != "float32":
+            raise ConfigError(
+                [
+                    f"embed.precision is {precision!r}, but {spec} is a TF Hub module, which runs its own "
+                    "graph in float32: set embed.precision=float32, or convert it once with python -m "
+                    "jobs.hub_convert and embed with the converted folder"
+                ]
+            )
+        return ResolvedModel(
+            source.path, hub_model_id(source.path, signature), hub_dim(source.path), "hub", signature
+        )
+    options_path, weights_path = model_files(source.path)
+    options = BilmOptions.load(options_path)
     model_id = with_precision(model_id_of(options, weights_path), precision)
     return ResolvedModel(source.path, model_id, options.output_dim)
 
@@ -176,6 +198,10 @@ def copy_from_hadoop(spark: SparkSession, spec: str) -> str:
     from urllib.parse import unquote, urlparse
 
     chunk = COPY_CHUNK_BYTES
+    # removed again unless the copy is whole; keep_copy then keeps it, or the same model's earlier copy
+    folder = Path(tempfile.mkdtemp(prefix=".copy-", dir=model_cache()))
+    target = folder / (Path(urlparse(spec).path.rstrip("/")).name or "model")
+    copied = 0
     try:
         files = spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(spec)
         pieces = files.select(
@@ -187,11 +213,7 @@ def copy_from_hadoop(spark: SparkSession, spec: str) -> str:
                 )
             ).alias("piece", "bytes"),
         ).orderBy("path", "piece")
-        target = Path(tempfile.mkdtemp(prefix="elmo-lake-model-")) / (
-            Path(urlparse(spec).path.rstrip("/")).name or "model"
-        )
         root = unquote(urlparse(spec).path).rstrip("/")
-        copied = 0
         handle, current = None, None
         try:
             for row in pieces.toLocalIterator():
@@ -209,15 +231,32 @@ def copy_from_hadoop(spark: SparkSession, spec: str) -> str:
             if handle:
                 handle.close()
     except Exception as exc:
+        shutil.rmtree(folder, ignore_errors=True)
         if is_missing_path(exc):
             raise InputError(f"--model {spec} does not exist") from None
         raise InputError(
             f"--model {spec}: cannot copy it from its file system: {str(exc).strip().splitlines()[0]}"
         ) from None
     if not copied:
+        shutil.rmtree(folder, ignore_errors=True)
         raise InputError(f"--model {spec} holds no files")
-    log("embed", f"copied {spec} ({copied} files) to {target}")
+    log("embed", f"copied {spec} ({copied} files)")
     return str(target)
+
+
+def keep_copy(copy: str, model_id: str) -> str:
+    """A model folder ``copy_from_hadoop`` made, kept as ``model_cache()/MODEL_ID``: the first copy of a model is
+    renamed there whole, a later run's copy of the same model is removed, so runs leave no copy of their own behind
+    (the copy is made each run all the same: that is how a changed model gets a new id)."""
+    kept = model_cache() / model_id
+    if not kept.is_dir():
+        try:
+            Path(copy).replace(kept)
+        except OSError:
+            if not kept.is_dir():  # not another run's copy that won the rename
+                raise
+    shutil.rmtree(Path(copy).parent, ignore_errors=True)
+    return str(kept)
 
 
 def token_count() -> Column:
@@ -233,13 +272,13 @@ def ship_model(spark: SparkSession, model: ResolvedModel) -> str:
 
 
 def model_archive(model: ResolvedModel) -> Path:
-    """The model folder as ``MODEL_ID.zip``, built once per model and user in ``model_archives()`` and reused by
+    """The model folder as ``MODEL_ID.zip``, built once per model and user in ``model_cache()`` and reused by
     every later run: a model id is a hash of what the model computes with, so the zip never goes stale, and a run
     leaves nothing new behind (a zip per run would pile up in the driver's temp folder, the model's size each time).
     It is never removed while a run may use it: a classic application's file server hands it to executors that
     join late. Built beside its final name and renamed into place, so a run never ships another's half-written zip.
     """
-    archive = model_archives() / f"{model.model_id}.zip"
+    archive = model_cache() / f"{model.model_id}.zip"
     if not archive.is_file():
         partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=archive.parent))
         try:
@@ -250,9 +289,10 @@ def model_archive(model: ResolvedModel) -> Path:
     return archive
 
 
-def model_archives() -> Path:
-    """The driver's folder of shipped model zips, ``$TMPDIR/elmo-lake-models-UID``: one zip per model used; remove
-    it between runs to reclaim the space."""
+def model_cache() -> Path:
+    """The driver's folder of models, ``$TMPDIR/elmo-lake-models-UID``: the zip shipped to executors of each model
+    used on a cluster or over Connect, and one copy of each model read from a remote file system (hdfs://, s3a://,
+    dbfs:, ...). Nothing in it is written per run; remove it between runs to reclaim the space."""
     user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
     folder = Path(tempfile.gettempdir()) / f"elmo-lake-models-{user}"
     folder.mkdir(mode=0o700, exist_ok=True)

@@ -233,10 +233,17 @@ def test_a_folder_ingest_over_connect_reads_only_the_new_file(server, tmp_path):
     assert ((first.files, first.added), (second.files, second.added)) == (((1, 1), 43), ((1, 2), 12))
 
 
-def test_model_copies_from_spark_file_systems_alike(spark, server, tmp_path):
+def test_model_copies_from_spark_file_systems_alike(spark, server, tmp_path, monkeypatch):
     """Hadoop-path models (hdfs://, s3a://, dbfs:) are copied through Spark's binaryFile source, no py4j."""
+    import tempfile
+
     from jobs.embed import COPY_CHUNK_BYTES, copy_from_hadoop
     from jobs.platform.errors import InputError
+
+    monkeypatch.setattr(
+        tempfile, "tempdir", str(tmp_path / "driver-tmp")
+    )  # the copies land in this test's folder
+    (tmp_path / "driver-tmp").mkdir()
 
     source = tmp_path / "model"
     (source / "variables").mkdir(parents=True)

@@ -11,6 +11,7 @@ import http.server
 import json
 import shutil
 import tarfile
+import tempfile
 import threading
 from pathlib import Path
 
@@ -195,7 +196,9 @@ def test_every_model_spec_form_resolves(module_dir, tmp_path, monkeypatch, spark
         server.shutdown()
     assert first.kind == "hub" and first.path.startswith(str((tmp_path / "cache").resolve()))
     assert resolve(url).path == first.path  # the server is gone: the cache answers
-    # a Hadoop path (here the Hadoop local file system) is copied to local disk by the embed job
+    # a Hadoop path (here the Hadoop local file system) is copied to local disk by the embed job (into the driver's
+    # model folder under the temp folder: this test's own)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     local = Path(embed_job.copy_from_hadoop(spark, module_dir.as_uri()))
     assert kind_of(local) == "hub" and local != module_dir
     assert {p.name: p.read_bytes() for p in (local / "variables").iterdir()} == {

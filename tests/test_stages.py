@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -322,7 +323,6 @@ def test_the_embed_job_refuses_sets_and_layer_together(capsys):
 def test_the_shipped_model_zip_is_built_once_per_model_and_reused(tmp_path, monkeypatch):
     """Runs on a cluster or over Connect ship the model folder as MODEL_ID.zip: one file per model in the driver's
     temp folder, built once (renamed into place whole) and shipped again by every later run, never one per run."""
-    import tempfile
     import zipfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
@@ -331,9 +331,29 @@ def test_the_shipped_model_zip_is_built_once_per_model_and_reused(tmp_path, monk
     built = first.stat().st_mtime_ns
     again = embed_job.model_archive(model)
     assert again == first and again.stat().st_mtime_ns == built
-    assert first.name == f"{model.model_id}.zip" and first.parent == embed_job.model_archives()
+    assert first.name == f"{model.model_id}.zip" and first.parent == embed_job.model_cache()
     assert [p.name for p in first.parent.iterdir()] == [first.name]  # no half-built zip left beside it
     folder = {
         p.relative_to(model.directory).as_posix() for p in Path(model.directory).rglob("*") if p.is_file()
     }
     assert set(zipfile.ZipFile(first).namelist()) >= folder
+
+
+def test_a_model_copied_from_a_remote_file_system_is_kept_once(spark, tmp_path, monkeypatch):
+    """Each run copies a Hadoop-path model (hdfs://, s3a://, dbfs:; here file://) to the driver; one copy per model
+    id is kept, a later run's copy of the same model is removed, and a failed copy leaves nothing."""
+    from jobs.platform.errors import InputError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    source = fixture_dir()
+    model_id = embed_job.resolve_model(str(source)).model_id
+    kept = [
+        embed_job.keep_copy(embed_job.copy_from_hadoop(spark, source.as_uri()), model_id) for _ in range(2)
+    ]
+    assert kept[0] == kept[1] == str(embed_job.model_cache() / model_id)
+    assert [p.name for p in embed_job.model_cache().iterdir()] == [model_id]
+    files = {p.relative_to(source).as_posix(): p.read_bytes() for p in source.rglob("*") if p.is_file()}
+    assert {p.relative_to(kept[0]).as_posix(): p.read_bytes() for p in Path(kept[0]).rglob("*")} == files
+    with pytest.raises(InputError, match="does not exist"):
+        embed_job.copy_from_hadoop(spark, (tmp_path / "nowhere").as_uri())
+    assert [p.name for p in embed_job.model_cache().iterdir()] == [model_id]
