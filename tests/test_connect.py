@@ -240,10 +240,9 @@ def test_model_copies_from_spark_file_systems_alike(spark, server, tmp_path, mon
     from jobs.embed import COPY_CHUNK_BYTES, copy_from_hadoop
     from jobs.platform.errors import InputError
 
-    monkeypatch.setattr(
-        tempfile, "tempdir", str(tmp_path / "driver-tmp")
-    )  # the copies land in this test's folder
+    # the driver's model folder, where the copies land, in this test's own temp folder
     (tmp_path / "driver-tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "driver-tmp"))
 
     source = tmp_path / "model"
     (source / "variables").mkdir(parents=True)
