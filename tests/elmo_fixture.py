@@ -54,3 +54,18 @@ def reference_batches() -> list[list[list[str]]]:
     """Batch i holds sentence i of groups 0, 1, 2, tokenised on spaces, as the reference ran them."""
     groups = reference_sentences()
     return [[groups[k][i].split() for k in range(3)] for i in range(10)]
+
+
+def fixture_spec(backend: str, sets=(("elmo", "mean"),), threads: int = 1):
+    """What an embed task is given to run the fixture model (a local folder, the token cache off)."""
+    from udfs.embed import EmbedSpec
+
+    return EmbedSpec(
+        model_dir=str(fixture_dir()),
+        shipped=False,
+        sets=sets,
+        token_budget=2048,
+        backend=backend,
+        threads=threads,
+        token_cache_mb=0,
+    )

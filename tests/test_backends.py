@@ -24,7 +24,7 @@ from jobs import ingest as ingest_job
 from jobs.platform.config import load_config
 from jobs.platform.paths import default_sample
 from tests.conftest import ROOT
-from tests.elmo_fixture import assert_batch_invariant, fixture_dir, reference_batches
+from tests.elmo_fixture import assert_batch_invariant, fixture_spec, reference_batches
 from tests.standalone import clean_env
 
 OTHER_BACKENDS = [
@@ -43,6 +43,7 @@ OTHER_BACKENDS = [
 RUNTIME_TESTS = [
     "tests/test_elmo_conformance.py",
     "tests/test_elmo_runtime.py::test_vectors_do_not_depend_on_batching_order_neighbours_or_padding",
+    "tests/test_elmo_runtime.py::test_float32_products_are_not_rounded_to_tf32_on_a_gpu",
     "tests/test_token_cache.py::test_cache_on_equals_cache_off_on_the_fixture_and_awkward_inputs",
     "tests/test_token_cache.py::test_reduced_precision_is_close_and_has_its_own_model_id",
     "tests/test_backends.py::test_a_task_given_a_gpu_address_the_backend_cannot_see_runs_on_the_cpu",
@@ -67,9 +68,9 @@ def test_the_runtimes_conformance_and_invariance_tests_pass_on(backend):
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     summary = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    # every one ran and passed (10 of the runtime's, 2 of this module's), none skipped; the slow command-line
+    # every one ran and passed (11 of the runtime's, 2 of this module's), none skipped; the slow command-line
     # conformance test, deselected here, runs on every backend in this process
-    assert re.fullmatch(r"12 passed, 3 deselected in .*", summary), done.stdout[-2000:]
+    assert re.fullmatch(r"13 passed, 3 deselected in .*", summary), done.stdout[-2000:]
 
 
 @pytest.fixture(scope="module")
@@ -128,20 +129,6 @@ def test_the_embed_stage_on_another_backend_writes_tensorflows_vectors(backend, 
         else:
             # another backend's kernels round differently: the batch-invariance bound (1e-6 of the vectors' scale)
             assert_batch_invariant(got[doc_id]["embedding"], row["embedding"])
-
-
-def fixture_spec(backend: str):
-    from udfs.embed import EmbedSpec
-
-    return EmbedSpec(
-        model_dir=str(fixture_dir()),
-        shipped=False,
-        sets=(("elmo", "mean"),),
-        token_budget=2048,
-        backend=backend,
-        threads=1,
-        token_cache_mb=0,
-    )
 
 
 def test_a_task_given_a_gpu_address_the_backend_cannot_see_runs_on_the_cpu(capfd):

@@ -202,3 +202,28 @@ def test_the_bench_measures_the_precision_asked_and_names_the_cpus_instructions(
     batch, rate, share, ceiling, at_peak = rows[0][-5:]
     assert re.fullmatch(r"\d+x\d+", batch) and float(rate) > 0 and share.endswith("%"), done.stdout
     assert float(ceiling.replace(",", "")) > 0 and float(at_peak.replace(",", "")) > 0, done.stdout
+
+
+def test_float32_products_are_not_rounded_to_tf32_on_a_gpu():
+    """On NVIDIA GPUs since Ampere, TensorFlow, PyTorch's cuDNN convolutions and XLA round float32 products to TF32
+    by default (1e-4-1e-3 relative error: beyond the runtime's 1e-5). Loading a model turns that off for its
+    backend; on a CPU the settings change nothing, and on a GPU ``tests/test_gpu.py`` with the conformance tests
+    shows the vectors. Runs on every backend (tests/test_backends.py)."""
+    from udfs.elmo import load_elmo
+    from udfs.elmo.runtime import jax_matmul_precision
+
+    exact, reduced = load_elmo(fixture_dir()), load_elmo(fixture_dir(), precision="bfloat16")
+    if exact.backend == "tensorflow":
+        import tensorflow as tf
+
+        assert not tf.config.experimental.tensor_float_32_execution_enabled()
+    elif exact.backend == "torch":
+        import torch
+
+        assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+        assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+    # JAX: set where the runtime compiles, per model: float32 in full, bfloat16 as it is
+    assert (jax_matmul_precision(exact._params), jax_matmul_precision(reduced._params)) == (
+        "highest",
+        "default",
+    )

@@ -49,11 +49,18 @@ _MODELS: dict[tuple, object] = {}
 _ANNOUNCED: set[str] = set()
 
 
+def _task_context():
+    """The running Spark task's context; None outside a task, or where pyspark is not installed."""
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return None
+    return TaskContext.get()
+
+
 def task_gpu() -> str | None:
     """The GPU address Spark assigned to the running task, if any."""
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
+    ctx = _task_context()
     resources = ctx.resources() if ctx else {}
     gpu = resources.get("gpu")
     return gpu.addresses[0] if gpu and gpu.addresses else None
@@ -123,9 +130,10 @@ def _prepare_backend(spec: EmbedSpec, threads: int, gpu: str | None) -> None:
 
 
 def get_model(spec: EmbedSpec, gpu: str | None):
-    """The worker's model for ``spec`` on the task's device: built on first use, then reused by every task."""
-    from pyspark import SparkFiles, TaskContext
+    """The worker's model for ``spec`` on the task's device: built on first use, then reused by every task.
 
+    Outside a Spark task (``tests/test_gpu.py`` on a GPU machine without Spark) the model runs with every core and
+    ``spec.model_dir`` must be a local folder."""
     key = (
         spec.model_dir,
         spec.model_kind,
@@ -139,12 +147,17 @@ def get_model(spec: EmbedSpec, gpu: str | None):
     model = _MODELS.get(key)
     if model is not None:
         return model
-    ctx = TaskContext.get()
+    ctx = _task_context()
     threads = spec.threads or (ctx.cpus() if ctx else os.cpu_count() or 1)
     _prepare_backend(spec, threads, gpu)
     from udfs.elmo.model_source import ModelSource, load_model
 
-    path = SparkFiles.get(spec.model_dir) if spec.shipped else spec.model_dir
+    if spec.shipped:
+        from pyspark import SparkFiles
+
+        path = SparkFiles.get(spec.model_dir)
+    else:
+        path = spec.model_dir
     with _device_scope(spec.backend, gpu):
         source = ModelSource(path, spec.model_kind, path)
         model = load_model(

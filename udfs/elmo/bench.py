@@ -12,13 +12,15 @@ empty), in the same process. FLOPs per token follow ``BilmOptions.flops_per_toke
 char CNN, highway, projection and both directions of every LSTM layer); utilisation (cache off) = FLOPs/token x
 tokens/s / the peak matrix-multiply FLOP/s measured in the same process on the same backend, in float32 (so a
 bfloat16 row's utilisation above 100 % is what bf16 instructions add). The first line names the CPU and the
-instruction sets that decide a product's speed (AVX2/FMA, AVX-512, AVX512-BF16, AMX).
+instruction sets that decide a product's speed (AVX2/FMA, AVX-512, AVX512-BF16, AMX), and the second the
+machine's NVIDIA GPUs where it has any (on a GPU, float32 means float32: the runtime turns TF32 off).
 
 The recurrence alone (``recurrence_rate``: the biLSTM's per-step products and gate arithmetic, on the median
 batch shape of the run, ``batch`` = rows x steps): ``rec GF/s``, its share of the peak (``rec/peak``), and the
 ceiling it implies for the token-cache path (``ceiling``: tokens/s with the biLSTM's input projections at peak and
-its recurrence at the measured rate; ``at peak``: tokens/s with all of the biLSTM at peak). Measured tokens/s
-with the cache on below ``ceiling`` is time outside the biLSTM's products (batching, the token cache, copies).
+its recurrence at the measured rate; ``at peak``: tokens/s with all of the biLSTM at peak; "-" where the
+recurrence's time is within the timings' noise, under 5 % of the layer's). Measured tokens/s with the cache on
+below ``ceiling`` is time outside the biLSTM's products (batching, the token cache, copies).
 """
 
 from __future__ import annotations
@@ -127,6 +129,20 @@ def tweet_sentences(n_tokens: int, path: Path = TWEETS) -> list[list[str]]:
     return sentences
 
 
+def gpu_names() -> str:
+    """The machine's NVIDIA GPUs as ``nvidia-smi`` names them (with the driver's version), or "" where none."""
+    import shutil
+
+    if shutil.which("nvidia-smi") is None:
+        return ""
+    query = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]
+    done = subprocess.run(query, capture_output=True, text=True)
+    names = (
+        [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
+    )
+    return "; ".join(names)
+
+
 def bench_text(kind: str, n_tokens: int) -> tuple[str, list[list[str]]]:
     if kind == "tweets" and TWEETS.is_file():
         return "tweets", tweet_sentences(n_tokens)
@@ -191,7 +207,7 @@ def recurrence_rate(elmo, rows: int, steps: int, repeats: int = 5) -> dict:
             m0 = ops.zeros((2, ops.shape(x_f)[1], s), dtype)
             inputs = (ops.cast(x_f, dtype), ops.cast(x_b, dtype))
             (out_f, out_b), _ = bilstm_layer(p, opts, layer, inputs, mask, c0, m0, exact_state=False)
-            return (ops.cast(out_f, "float32"), ops.cast(out_b, "float32"))
+            return (ops.sum(ops.cast(out_f, "float32")), ops.sum(ops.cast(out_b, "float32")))
 
         def project(p, x_f, x_b, layer=layer, width=width):
             kernels = p[f"lstm_{layer}_input_kernel"]
@@ -199,22 +215,28 @@ def recurrence_rate(elmo, rows: int, steps: int, repeats: int = 5) -> dict:
                 ops.matmul(ops.reshape(ops.cast(x, dtype), (-1, width)), kernels[d])
                 for d, x in enumerate((x_f, x_b))
             ]
-            return tuple(ops.cast(o, "float32") for o in out)
+            return tuple(ops.sum(ops.cast(o, "float32")) for o in out)
 
         signature = [("float32", [None, None, width])] * 2
         x = [rng.standard_normal((steps, rows, width)).astype(np.float32) for _ in range(2)]
-        run_lstm = elmo.compile_on_weights(lstm, signature, (1, 1), (0, 0), (1, 1), (0, 0))
-        run_projections = elmo.compile_on_weights(project, signature, (1, 1), (0, 0), (0, 0), (None, None))
+        # each returns sums, not its outputs: copying the projections' (rows x steps, 4 x dim) back to the host
+        # (120 MB at 50 x 37 for the original architecture) would be timed as products, and on a GPU outweighs them
+        none = (None, None)
+        run_lstm = elmo.compile_on_weights(lstm, signature, (1, 1), (0, 0), none, none)
+        run_projections = elmo.compile_on_weights(project, signature, (1, 1), (0, 0), none, none)
         whole += best_seconds(lambda run=run_lstm, x=x: run(*x), repeats)
         projections += best_seconds(lambda run=run_projections, x=x: run(*x), repeats)
-    seconds = max(whole - projections, 1e-9)
+    seconds = whole - projections
     flops = steps * rows * opts.recurrence_flops_per_token()
+    # a difference within the timings' noise gives no rate: None, printed as "-" (on a GPU the products take
+    # microseconds, and launching them the rest)
+    separable = seconds > 0.05 * whole
     return {
         "rows": rows,
         "steps": steps,
         "seconds": round(seconds, 4),
         # unrounded: a tiny model on an eager backend (PyTorch) runs well under 0.1 GFLOP/s
-        "flops_per_s": flops / seconds,
+        "flops_per_s": flops / seconds if separable else None,
         "flops_per_token": flops // (steps * rows),
     }
 
@@ -256,9 +278,11 @@ def run_one(
         start = time.perf_counter()
         elmo.embed(sentences, layer="elmo", pooling="mean")
         timings[label] = time.perf_counter() - start
-    peak = peak_matmul_flops(elmo.backend)
+    on_gpu = elmo.device.lower().startswith(("gpu", "cuda"))
+    peak = peak_matmul_flops(elmo.backend, 8192 if on_gpu else 2048)  # a GPU's launch costs hide a small one
     flops = opts.flops_per_token()
     recurrence = recurrence_rate(elmo, *typical_batch(sentences, token_budget))
+    rate = recurrence["flops_per_s"]
     # what the cache-on path does per token: the biLSTM (input projections and recurrence); the token layer aside
     lstm_flops = opts.lstm_flops_per_token()
     return {
@@ -283,15 +307,18 @@ def run_one(
         "peak_matmul_gflops": round(peak / 1e9, 1),
         "utilisation": round(flops * tokens / timings["off"] / peak, 3),
         "recurrence": recurrence,
-        "recurrence_share": round(recurrence["flops_per_s"] / peak, 3),
+        "recurrence_share": round(rate / peak, 3) if rate else None,
         # tokens/s if the biLSTM's input projections ran at peak and its recurrence at the rate measured
-        "ceiling_tokens_per_s": round(
-            1
-            / (
-                (lstm_flops - recurrence["flops_per_token"]) / peak
-                + recurrence["flops_per_token"] / recurrence["flops_per_s"]
-            ),
-            1,
+        "ceiling_tokens_per_s": (
+            round(
+                1
+                / (
+                    (lstm_flops - recurrence["flops_per_token"]) / peak + recurrence["flops_per_token"] / rate
+                ),
+                1,
+            )
+            if rate
+            else None
         ),
         "peak_tokens_per_s": round(peak / lstm_flops, 1),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
@@ -320,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     flags = cpu_flags()
     print(f"CPU: {cpu_name()}; matrix-product instructions: {matmul_instructions(flags)}")
+    if gpus := gpu_names():
+        print(f"GPU: {gpus} (rows whose device is a GPU ran there)")
     if (note := bf16_warning("bfloat16", flags=flags)) and "bfloat16" in args.precision:
         print(f"note: {note}")
     print(
@@ -358,14 +387,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{arch} budget {budget} {precision}: failed: {done.stderr.strip().splitlines()[-1:]}")
             continue
         r = json.loads(done.stdout.strip().splitlines()[-1])
+        rate, share, ceiling = (
+            r["recurrence"]["flops_per_s"],
+            r["recurrence_share"],
+            r["ceiling_tokens_per_s"],
+        )
+        rec_rate = "-" if rate is None else f"{rate / 1e9:.3g}"
+        rec_share = "-" if share is None else f"{share:.1%}"
+        ceiling = "-" if ceiling is None else f"{ceiling:,.0f}"
         print(
             f"{r['arch']:9} {r['precision']:9} {r['backend']:10} {r['device'][:6]:6} {r['token_budget']:>6} {r['text']:9} "
             f"{r['tokens']:>7,} {r['distinct_tokens']:>8,} {r['tokens_per_s_off']:>9,.0f} "
             f"{r['tokens_per_s']:>9,.0f} {r['speedup']:>7.2f}x {r['hit_rate']:>8.1%} "
             f"{r['cache_mb']:>5.1f}MB {r['flops_per_token'] / 1e9:>9.3f} {r['peak_matmul_gflops']:>9.1f} "
             f"{r['utilisation']:>6.1%} {r['peak_rss_gb']:>6.2f}GB "
-            f"{r['recurrence']['rows']:>3}x{r['recurrence']['steps']:<3} {r['recurrence']['flops_per_s'] / 1e9:>8.3g} "
-            f"{r['recurrence_share']:>8.1%} {r['ceiling_tokens_per_s']:>8,.0f} {r['peak_tokens_per_s']:>8,.0f}",
+            f"{r['recurrence']['rows']:>3}x{r['recurrence']['steps']:<3} {rec_rate:>8} {rec_share:>8} {ceiling:>8} "
+            f"{r['peak_tokens_per_s']:>8,.0f}",
             flush=True,
         )
     return 0

@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from udfs.elmo.options import ModelFormatError
-from udfs.elmo.runtime import DEFAULT_TOKEN_BUDGET, BatchedEmbedder, check_choice, hash_file
+from udfs.elmo.runtime import (
+    DEFAULT_TOKEN_BUDGET,
+    BatchedEmbedder,
+    check_choice,
+    exact_float32_products,
+    hash_file,
+)
 
 SIGNATURES = ("tokens", "default")
 OUTPUTS = ("word_emb", "lstm_outputs1", "lstm_outputs2", "elmo")
@@ -67,6 +73,7 @@ class HubElmo(BatchedEmbedder):
             )
         import tensorflow as tf
 
+        exact_float32_products("tensorflow")
         hub = import_hub()
         check_choice("signature", signature, SIGNATURES)
         self.folder, self.signature = str(folder), signature

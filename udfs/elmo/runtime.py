@@ -197,6 +197,7 @@ class Elmo(BatchedEmbedder):
         self.options = options
         self.precision = precision
         self.backend = keras.backend.backend()
+        exact_float32_products(self.backend)
         self.token_budget = int(token_budget)
         self.max_rows = max_rows
         if self.token_budget < 3:
@@ -362,6 +363,40 @@ def check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
         raise ValueError(f"{name} {value!r} is not one of {', '.join(allowed)}")
 
 
+def exact_float32_products(backend: str) -> None:
+    """Float32 products and convolutions in float32 on a GPU, not TF32.
+
+    On NVIDIA GPUs since Ampere, TensorFlow (``tensor_float_32_execution``), PyTorch's cuDNN convolutions
+    (``cudnn.conv.fp32_precision``) and JAX/XLA (``default_matmul_precision``) may round float32 inputs to TF32's
+    10-bit mantissa by default, beyond the runtime's promises (1e-5 of the reference, 1e-6 across batches): on an
+    H200 with PyTorch, the reference fixture came out 4.5e-4 from the reference with TF32, 7.2e-7 without. The runtime turns that off for the process; reduced precision is ``precision``'s job
+    (bfloat16 products are untouched by these settings). JAX's setting is applied where the runtime compiles (see
+    ``_compile``), so other JAX code in the process keeps its own. No effect on a CPU.
+    """
+    if backend == "torch":
+        import torch
+
+        if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # PyTorch >= 2.9
+            torch.backends.cuda.matmul.fp32_precision = "ieee"
+            torch.backends.cudnn.conv.fp32_precision = "ieee"
+        else:
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+def jax_matmul_precision(params: dict) -> str:
+    """The XLA precision of a model's products on JAX: "highest" (float32, not TF32) for float32 weights, the
+    default for reduced-precision ones (their products are already bfloat16 or float16)."""
+    from keras.backend import standardize_dtype
+
+    reduced = any(standardize_dtype(v.dtype) in ("bfloat16", "float16") for v in params.values())
+    return "default" if reduced else "highest"
+
+
 def _device_of(backend: str) -> str:
     if backend == "jax":
         import jax
@@ -471,6 +506,7 @@ def _compile(backend: str, fn, params: dict, signature: list, rows: tuple, steps
         import jax
 
         compiled_jax = jax.jit(fn)
+        precision = jax_matmul_precision(params)
 
         def run_jax(*args):
             n_rows = next(a.shape[ax] for a, ax in zip(args, rows, strict=True) if ax is not None)
@@ -486,7 +522,8 @@ def _compile(backend: str, fn, params: dict, signature: list, rows: tuple, steps
                 if s_ax is not None:
                     pad[s_ax] = (0, steps_b - n_steps)
                 padded.append(np.pad(a, pad))
-            out = compiled_jax(params, *padded)
+            with jax.default_matmul_precision(precision):
+                out = compiled_jax(params, *padded)
             cut = []
             for t, r_ax, s_ax in zip(out, out_rows, out_steps, strict=True):
                 t = np.asarray(t)
