@@ -159,7 +159,7 @@ def peak_matmul_flops(backend: str, size: int = 2048, repeats: int = 10) -> floa
     if backend == "tensorflow":
         import tensorflow as tf
 
-        matmul = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+        matmul = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)), autograph=False)
     elif backend == "jax":
         import jax
 

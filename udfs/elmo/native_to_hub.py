@@ -106,16 +106,19 @@ def build_module(opts: BilmOptions, arrays: dict[str, np.ndarray], mix: ScalarMi
                 out[f"lstm_outputs{k}"] = layers[k]
             return out
 
+        # autograph=False: no Python control flow over tensors here (``bilm.scan`` builds its own while_loop);
+        # converting would leave __autograph_generated_file*.py in the temp folder of a process that is killed
         @tf.function(
             input_signature=[
                 tf.TensorSpec([None, None], tf.string, name="tokens"),
                 tf.TensorSpec([None], tf.int32, name="sequence_len"),
-            ]
+            ],
+            autograph=False,
         )
         def tokens(self, tokens, sequence_len):
             return self._outputs(tokens, sequence_len)
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="default")])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="default")], autograph=False)
         def strings(self, default):
             words = tf.strings.split(default, sep=" ")
             words = tf.ragged.boolean_mask(words, tf.strings.length(words) > 0)
