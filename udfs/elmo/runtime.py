@@ -369,9 +369,10 @@ def exact_float32_products(backend: str) -> None:
     On NVIDIA GPUs since Ampere, TensorFlow (``tensor_float_32_execution``), PyTorch's cuDNN convolutions
     (``cudnn.conv.fp32_precision``) and JAX/XLA (``default_matmul_precision``) may round float32 inputs to TF32's
     10-bit mantissa by default, beyond the runtime's promises (1e-5 of the reference, 1e-6 across batches): on an
-    H200 with PyTorch, the reference fixture came out 4.5e-4 from the reference with TF32, 7.2e-7 without. The runtime turns that off for the process; reduced precision is ``precision``'s job
-    (bfloat16 products are untouched by these settings). JAX's setting is applied where the runtime compiles (see
-    ``_compile``), so other JAX code in the process keeps its own. No effect on a CPU.
+    H200 with PyTorch, the reference fixture came out 4.5e-4 from the reference with TF32, 7.2e-7 without. The
+    runtime turns that off for the process; reduced precision is ``precision``'s job (bfloat16 products are
+    untouched by these settings). JAX's setting is applied where the runtime compiles (see ``_compile``), so other
+    JAX code in the process keeps its own. No effect on a CPU.
     """
     if backend == "torch":
         import torch
