@@ -128,7 +128,7 @@ LONGEST_FIRST = (
     "tests/test_reliability.py",
     "tests/test_classifier.py",
     "tests/test_backends.py",
-    "tests/test_python_workers.py",  # a minute asleep: early, while the other worker computes
+    "tests/test_python_workers.py",  # 70 s asleep: early, while the other worker computes
 )
 
 
