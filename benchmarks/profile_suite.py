@@ -100,7 +100,10 @@ def main() -> int:
     pytest = subprocess.Popen(command, cwd=ROOT)
     seen: dict[int, tuple[list[str], float]] = {}
     while pytest.poll() is None:
-        seen.update(descendants(pytest.pid))
+        for pid, (args, cpu) in descendants(pytest.pid).items():
+            if args == ["?"] and pid in seen:
+                args = seen[pid][0]  # on its way out a process has no command line left: keep the one read
+            seen[pid] = (args, cpu)
         time.sleep(options.every)
     wall = time.monotonic() - started
     by_kind, count = Counter(), Counter()

@@ -117,11 +117,12 @@ def launched_pipeline(tmp_path_factory):
 # together what shares an expensive fixture: a module's tests that use one of its module-scoped fixtures (a Connect
 # server, a model) on one worker, so it is built once; the tests that use the launched pipeline (test_connect's
 # comparisons with the same command over Connect, the both-engines pipeline test, the SQL endpoint's) on one worker,
-# so the pipeline runs once. Every other test is a unit of its own. The longest units start first (measured with --durations on the 2-core machines), so neither
+# so the pipeline runs once, and with them the rest of test_connect, whose Connect server the comparisons use too:
+# apart, each worker started a server of its own (a JVM whose JIT warms up anew). Every other test is a unit of its
+# own. The longest units start first (measured with --durations on the 2-core machines), so neither
 # worker is left with a long one at the end; the order changes only the wall time, never what runs.
 LONGEST_FIRST = (
     "launched_pipeline",
-    "tests/test_connect.py",
     "tests/test_launcher.py",
     "tests/test_gpu_scheduling.py",
     "tests/test_stages.py",
@@ -132,10 +133,14 @@ LONGEST_FIRST = (
 )
 
 
+# modules whose module-scoped fixtures the launched pipeline's tests use as well: the whole module joins its group
+WITH_THE_LAUNCHED_PIPELINE = ("tests/test_connect.py",)
+
+
 def xdist_group(item: pytest.Item) -> str | None:
     """The group of tests ``item`` must run with (see above), or None: a unit of its own."""
     fixtures = item._fixtureinfo.name2fixturedefs
-    if "launched_pipeline" in fixtures:
+    if "launched_pipeline" in fixtures or item.nodeid.startswith(WITH_THE_LAUNCHED_PIPELINE):
         return "launched_pipeline"
     if any(d.scope in ("module", "package", "class") for defs in fixtures.values() for d in defs):
         return item.nodeid.split("::")[0]
