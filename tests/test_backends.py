@@ -131,6 +131,45 @@ def test_the_embed_stage_on_another_backend_writes_tensorflows_vectors(backend, 
             assert_batch_invariant(got[doc_id]["embedding"], row["embedding"])
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None, reason="jax is not installed (./setup.sh --dev installs it)"
+)
+def test_on_jax_the_next_process_reads_the_compiled_programs_back_and_writes_the_same_vectors(tmp_path):
+    """``udfs.elmo embed`` on JAX twice, each in a process of its own whose temp folder is the test's: the first
+    fills elmo-lake's compilation cache there, the second compiles nothing new (every program read back, none
+    added) and writes the same vectors."""
+    from tests.elmo_fixture import fixture_dir, reference_sentences
+
+    lines = tmp_path / "sentences.txt"
+    lines.write_text("\n".join(s for group in reference_sentences() for s in group) + "\n", encoding="utf-8")
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"), "KERAS_BACKEND": "jax"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+
+    def embed(name: str) -> tuple[set[str], dict]:
+        done = subprocess.run(
+            [sys.executable, "-m", "udfs.elmo", "embed", "--model", str(fixture_dir()), "--backend", "jax"]
+            + ["--layer", "elmo", "--input", str(lines), "--output", str(tmp_path / name)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        programs = {p.name for p in (tmp_path / "tmp").glob("elmo-lake-jax-cache-*/*-cache")}
+        with np.load(tmp_path / name) as vectors:
+            return programs, {key: vectors[key] for key in vectors.files}
+
+    first_programs, first = embed("first.npz")
+    second_programs, second = embed("second.npz")
+    assert first_programs and second_programs == first_programs
+    assert set(second) == set(first) == {str(i) for i in range(30)}
+    for key, vector in first.items():
+        np.testing.assert_allclose(second[key], vector, atol=1e-6, rtol=0)
+
+
 def test_a_task_given_a_gpu_address_the_backend_cannot_see_runs_on_the_cpu(capfd):
     """Spark gave the task GPU 1 on a machine without GPUs (as the GPU scheduling test's discovery script does):
     the worker says which device it asked for and that it runs on the CPU, with the vectors of a CPU task."""
