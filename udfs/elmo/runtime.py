@@ -8,6 +8,7 @@ each batch row's state to the next batch, as the reference does; it exists to ch
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -399,41 +400,36 @@ def jax_matmul_precision(params: dict) -> str:
 
 
 JAX_CACHE_MAX_BYTES = 1 << 30  # the default compilation cache's bound, where filelock lets JAX evict safely
-_jax_cache_ready = False
 
 
+@functools.cache  # once per process
 def use_jax_compilation_cache() -> None:
     """On JAX, keep what XLA compiles in JAX's persistent compilation cache, so each shape bucket of a model is
     compiled once per machine: by the first Python worker (or process) that meets it, not again in every worker,
-    every new model instance and every later job. The cache folder is ``JAX_COMPILATION_CACHE_DIR`` where set
-    (then JAX's own thresholds apply too; set empty, no cache), else ``elmo-lake-jax-cache-UID`` in the temp folder, keeping every
-    compiled program (JAX's default keeps only those that took a second or more), at most 1 GiB where the
-    ``filelock`` package lets JAX evict. A program read from the cache is the one XLA compiled for the same
-    computation, precision and device, so the vectors do not change. Once per process.
+    every new model instance and every later job.
+
+    The cache folder is ``JAX_COMPILATION_CACHE_DIR`` where set (then JAX's own thresholds apply too; set empty,
+    no cache), else ``elmo-lake-jax-cache-UID`` in the temp folder, keeping every compiled program (JAX's default
+    keeps only those that took a second or more), at most 1 GiB where the ``filelock`` package lets JAX evict. A
+    program read from the cache is the one XLA compiled for the same computation, precision and device, so the
+    vectors do not change.
     """
-    global _jax_cache_ready
-    if _jax_cache_ready:
-        return
-    _jax_cache_ready = True
+    import importlib.util
+    import tempfile
+
     import jax
 
     if jax.config.jax_compilation_cache_dir or "JAX_COMPILATION_CACHE_DIR" in os.environ:
         return  # the user's own cache, or none where they set the variable empty
-    import tempfile
-
     uid = os.getuid() if hasattr(os, "getuid") else "user"
     jax.config.update(
         "jax_compilation_cache_dir", str(Path(tempfile.gettempdir()) / f"elmo-lake-jax-cache-{uid}")
     )
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
-        try:
-            import filelock  # noqa: F401  (JAX locks the folder with it when the cache is bounded)
-
-            jax.config.update("jax_compilation_cache_max_size", JAX_CACHE_MAX_BYTES)
-        except ImportError:
-            pass
+    # a bounded cache: JAX locks the folder with filelock to evict, and refuses a bound without it
+    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ and importlib.util.find_spec("filelock"):
+        jax.config.update("jax_compilation_cache_max_size", JAX_CACHE_MAX_BYTES)
     from jax.experimental.compilation_cache import compilation_cache
 
     compilation_cache.reset_cache()  # JAX set the cache up, without a folder, at its first operation: again
