@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,6 +36,26 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: this test needs the project's shared data beside the checkout")
     return path
+
+
+def pytest_configure(config):
+    """In the run's first process (the pytest-xdist controller, or the only one), start making the launched jobs'
+    class archive where there is none yet (tests/standalone.py); it is done within the first minute or two."""
+    if hasattr(config, "workerinput"):
+        return
+    from tests.standalone import class_archive_maker
+
+    config._elmo_lake_archive_maker = class_archive_maker()
+
+
+def pytest_unconfigure(config):
+    maker = getattr(config, "_elmo_lake_archive_maker", None)
+    if maker is not None:
+        try:
+            maker.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(maker.pid, signal.SIGKILL)
+            maker.wait()
 
 
 @pytest.fixture(scope="session")

@@ -202,8 +202,9 @@ def test_kill_9_of_the_whole_job_while_its_tasks_run(spark, tmp_path, engine):
     job = Job(
         embed_args(clean, out, "--set", "spark.master=local[2]", "--set", f"delta.engine={engine}"), tmp_path
     )
-    job.wait_for("runs ELMo")  # a worker has its model: tasks are embedding
-    time.sleep(2)
+    # a worker has just loaded its model for its task's first batch: kill now, while the tasks embed (their ~1,000
+    # rows each take a second or two here; a pause after this line let a fast machine finish and commit first)
+    job.wait_for("runs ELMo")
     job.kill_all()
     assert DeltaTable(str(out)).version() == version and len(ids_in(out)) == 20  # readers see nothing partial
     rerun_and_check(spark, clean, out, 2000, engine)
