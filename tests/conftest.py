@@ -39,17 +39,15 @@ def shared_path(*parts: str) -> Path:
 
 
 def pytest_configure(config):
-    """In the run's first process (the pytest-xdist controller, or the only one), start making the launched jobs'
-    class archive where there is none yet (tests/standalone.py); it is done within the first minute or two."""
+    """In the run's first process (the pytest-xdist controller, or the only one), make the JVMs' class archive where
+    there is none yet (tests/standalone.py), before the first test: then every JVM the tests start maps it (the test
+    sessions', the servers', the launched jobs'). Once per checkout, about half a minute; a run without it only runs
+    as before."""
     if hasattr(config, "workerinput"):
         return
     from tests.standalone import class_archive_maker
 
-    config._elmo_lake_archive_maker = class_archive_maker()
-
-
-def pytest_unconfigure(config):
-    maker = getattr(config, "_elmo_lake_archive_maker", None)
+    maker = class_archive_maker()
     if maker is not None:
         try:
             maker.wait(timeout=300)
@@ -62,8 +60,10 @@ def pytest_unconfigure(config):
 def spark():
     from jobs.platform.config import load_config
     from jobs.platform.session import get_spark
+    from tests.standalone import archive_jvm_options
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    archive = archive_jvm_options()  # Spark's classes mapped from the class archive, where it is made
     cfg = load_config(
         "local",
         [
@@ -72,6 +72,7 @@ def spark():
             "spark.conf.spark.sql.shuffle.partitions=4",
             "spark.conf.spark.ui.enabled=false",
             "spark.conf.spark.ui.showConsoleProgress=false",
+            *([f"spark.conf.spark.driver.extraJavaOptions={archive}"] if archive else []),
         ],
     )
     session = get_spark(cfg)

@@ -69,22 +69,30 @@ def class_archive() -> Path | None:
     return ROOT / "build" / "jvm-class-archive" / f"short-jobs-{key[:16]}.jsa"
 
 
+def archive_jvm_options() -> str:
+    """The options that map the class archive, for any JVM of this Java and Spark (a long-lived one too: the test
+    sessions' and the servers' JVMs load the same classes, ~5 s of CPU less each); "" before it is made, or where
+    the user's own SPARK_SUBMIT_OPTS are set."""
+    archive = class_archive()
+    if "SPARK_SUBMIT_OPTS" in os.environ or archive is None or not archive.is_file():
+        return ""
+    return f"-XX:SharedArchiveFile={archive} {ARCHIVE_LOG_OFF}"
+
+
 def short_job_jvm_options() -> str:
     """The JVM options for a short job: the user's own SPARK_SUBMIT_OPTS where set, else the ones above, with the
     class archive once it is there."""
     if "SPARK_SUBMIT_OPTS" in os.environ:
         return os.environ["SPARK_SUBMIT_OPTS"]
-    archive = class_archive()
-    if archive is not None and archive.is_file():
-        return f"{SHORT_JOB_JVM_OPTIONS} -XX:SharedArchiveFile={archive} {ARCHIVE_LOG_OFF}"
-    return SHORT_JOB_JVM_OPTIONS
+    return f"{SHORT_JOB_JVM_OPTIONS} {archive_jvm_options()}".strip()
 
 
 def class_archive_maker() -> subprocess.Popen | None:
     """Start making the short jobs' class archive where there is none: a launcher ingest of the sample whose JVM
     writes the classes it loaded at its exit (a job's CPU and ~12 s more), then renamed into place, so no job ever
     reads a half-written archive. None where there is nothing to make (made, the user's own SPARK_SUBMIT_OPTS, no
-    Java of the machine's own). Runs beside the first tests; jobs launched before it is done run without."""
+    Java of the machine's own). The suite's first process waits for it before the first test (tests/conftest.py),
+    so every JVM the tests start can map it."""
     archive = class_archive()
     if "SPARK_SUBMIT_OPTS" in os.environ or archive is None or archive.is_file():
         return None
@@ -112,10 +120,13 @@ def class_archive_maker() -> subprocess.Popen | None:
 
 def launch_env(short_job: bool = True, **extra: str) -> dict[str, str]:
     """The environment for a job the tests launch: the user's, without anything that would put the checkout on the
-    executors' path; ``short_job``: with the short-job JVM options (False for a long-lived server)."""
+    executors' path; ``short_job``: with the short-job JVM options (False for a long-lived server: the JVM's
+    defaults and the class archive)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ELMO_LAKE_HOME")}
     if short_job:
         env["SPARK_SUBMIT_OPTS"] = short_job_jvm_options()
+    elif archive_jvm_options():
+        env["SPARK_SUBMIT_OPTS"] = archive_jvm_options()
     env.update(PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1", **extra)
     return env
 

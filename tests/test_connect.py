@@ -35,9 +35,12 @@ MODEL = str(ROOT / "models" / "elmo-tweets-small")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from jobs.connect_server import free_port, start_server
+    from tests.standalone import archive_jvm_options
 
     port = free_port()
-    process = start_server(port, tmp_path_factory.mktemp("connect-server"), "local[2]")
+    archive = archive_jvm_options()  # Spark's classes mapped from the class archive, where it is made
+    settings = {"spark.driver.extraJavaOptions": archive} if archive else None
+    process = start_server(port, tmp_path_factory.mktemp("connect-server"), "local[2]", settings)
     yield f"sc://127.0.0.1:{port}"
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(timeout=60)
