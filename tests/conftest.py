@@ -43,7 +43,7 @@ def pytest_configure(config):
     there is none yet (tests/standalone.py), before the first test: then every JVM the tests start maps it (the test
     sessions', the servers', the launched jobs'). Once per checkout, about half a minute; a run without it only runs
     as before."""
-    if hasattr(config, "workerinput"):
+    if hasattr(config, "workerinput") or config.option.collectonly or config.option.help:
         return
     from tests.standalone import class_archive_maker
 
