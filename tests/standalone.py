@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
 
 # The jobs the tests launch run for a minute or two on tiny data, where the JIT's C2 tier and the parallel
 # collector's threads cost more CPU than they save: C1 only and the serial collector take a launcher ingest of the
@@ -125,8 +125,8 @@ def launch_env(short_job: bool = True, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ELMO_LAKE_HOME")}
     if short_job:
         env["SPARK_SUBMIT_OPTS"] = short_job_jvm_options()
-    elif archive_jvm_options():
-        env["SPARK_SUBMIT_OPTS"] = archive_jvm_options()
+    elif archive := archive_jvm_options():
+        env["SPARK_SUBMIT_OPTS"] = archive
     env.update(PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1", **extra)
     return env
 
