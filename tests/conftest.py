@@ -16,6 +16,12 @@ SHARED = ROOT.parent / "shared"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# One BLAS thread in the test processes and what they start (pytest-xdist's workers, launched jobs' drivers; Spark
+# gives its Python workers one already, OMP_NUM_THREADS): two workers share two cores, and OpenBLAS's second
+# thread spins waiting for work. The runtime's own tests measured both ways on the 2-core Xeon: 47 / 48 -> 44 / 45
+# CPU-s, the same wall time. Set before numpy is first imported here; a value of your own wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 
 def assert_same_embeddings(rows: dict, others: dict) -> None:
     """Two embedding tables' rows by id: the same ids, and each id's vector equal to the project's 1e-6 (or both
