@@ -66,10 +66,9 @@ def pytest_configure(config):
 def spark():
     from jobs.platform.config import load_config
     from jobs.platform.session import get_spark
-    from tests.standalone import archive_jvm_options
+    from tests.standalone import archive_driver_settings
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    archive = archive_jvm_options()  # Spark's classes mapped from the class archive, where it is made
     cfg = load_config(
         "local",
         [
@@ -78,7 +77,8 @@ def spark():
             "spark.conf.spark.sql.shuffle.partitions=4",
             "spark.conf.spark.ui.enabled=false",
             "spark.conf.spark.ui.showConsoleProgress=false",
-            *([f"spark.conf.spark.driver.extraJavaOptions={archive}"] if archive else []),
+            # Spark's classes mapped from the class archive, where it is made
+            *(f"spark.conf.{key}={value}" for key, value in archive_driver_settings().items()),
         ],
     )
     session = get_spark(cfg)

@@ -79,6 +79,13 @@ def archive_jvm_options() -> str:
     return f"-XX:SharedArchiveFile={archive} {ARCHIVE_LOG_OFF}"
 
 
+def archive_driver_settings() -> dict[str, str]:
+    """The Spark setting that maps the class archive in a driver JVM that Spark starts itself (a test session's, a
+    Connect server's); none where ``archive_jvm_options`` gives none."""
+    archive = archive_jvm_options()
+    return {"spark.driver.extraJavaOptions": archive} if archive else {}
+
+
 def short_job_jvm_options() -> str:
     """The JVM options for a short job: the user's own SPARK_SUBMIT_OPTS where set, else the ones above, with the
     class archive once it is there."""

@@ -174,7 +174,7 @@ def get_model(spec: EmbedSpec, gpu: str | None):
     threads = spec.threads or (ctx.cpus() if ctx else os.cpu_count() or 1)
     with imports_kept_for_life(ctx is not None):
         _prepare_backend(spec, threads, gpu)
-        import keras  # noqa: F401 (its import, here: the runtime imports it when it loads the model)
+        import keras  # noqa: F401 (imported within the pause: the runtime imports it when it loads the model)
 
         from udfs.elmo.model_source import ModelSource, load_model
 
