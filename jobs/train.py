@@ -198,7 +198,7 @@ def train_classifier(
             weights, intercept = fit_sklearn(train, n_train, key["dim"], reg, t.driver_budget_mb)
         else:
             grid = [] if selection else list(t.grid)
-            weights, intercept, reg = fit_spark(train, reg, grid, t.folds, t.seed)
+            weights, intercept, reg = fit_spark(train, reg, grid, t.folds, t.seed, n_train)
         fit_seconds = time.perf_counter() - start
         classifier = Classifier(
             weights=[float(w) for w in weights],

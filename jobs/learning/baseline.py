@@ -141,6 +141,8 @@ def _spark(train, validation, grid, folds, seed, pattern, lowercase, num_feature
     from pyspark.ml.linalg import SparseVector, Vectors, VectorUDT
     from sklearn.metrics import f1_score
 
+    from jobs.learning.classifier import fit_partitions
+
     def sublinear(v):
         return SparseVector(v.size, v.indices, 1.0 + np.log(v.values))
 
@@ -166,10 +168,12 @@ def _spark(train, validation, grid, folds, seed, pattern, lowercase, num_feature
     def fit(rows, reg):
         # scikit-learn's TF-IDF exactly: smooth idf ln((1 + n) / (1 + df)) + 1 (Spark's IDF omits the + 1), then
         # each row scaled to unit length (Spark's IDF does not normalise)
-        idf = IDF(inputCol="tf", outputCol="unused").fit(rows).idf.toArray()
-        weigh = ElementwiseProduct(scalingVec=Vectors.dense(idf + 1.0), inputCol="tf", outputCol="weighted")
+        idf = IDF(inputCol="tf", outputCol="unused").fit(rows)
+        weigh = ElementwiseProduct(
+            scalingVec=Vectors.dense(idf.idf.toArray() + 1.0), inputCol="tf", outputCol="weighted"
+        )
         lr = LogisticRegression(regParam=reg, standardization=False, maxIter=100, tol=1e-6)
-        return weigh, lr.fit(normalizer.transform(weigh.transform(rows)))
+        return weigh, lr.fit(fit_partitions(normalizer.transform(weigh.transform(rows)), idf.numDocs))
 
     def predict(weigh, model, rows):
         scored = model.transform(normalizer.transform(weigh.transform(rows))).select(

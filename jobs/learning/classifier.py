@@ -33,6 +33,18 @@ def arrow_matrix(table, name: str) -> np.ndarray:
     return values.reshape(table.num_rows, -1) if table.num_rows else values.reshape(0, 0)
 
 
+# Spark ML's iterative fits (logistic regression's L-BFGS) run one Spark job per iteration over their input's
+# partitions, and on a few thousand rows each task's start costs more than its rows: the fits read at most one
+# partition per this many rows (an input with fewer partitions keeps them).
+ROWS_PER_FIT_PARTITION = 10_000
+
+
+def fit_partitions(df: DataFrame, rows: int) -> DataFrame:
+    """``df`` (``rows`` rows) coalesced to one partition per ``ROWS_PER_FIT_PARTITION`` rows, for Spark ML's fits.
+    Narrow (no shuffle); an input with fewer partitions than that is left as it is."""
+    return df.coalesce(max(1, -(-rows // ROWS_PER_FIT_PARTITION)))
+
+
 class DriverBudgetError(ElmoLakeError):
     """The sklearn engine would collect more to the driver than it is allowed."""
 
@@ -135,9 +147,10 @@ def fit_sklearn(
 
 
 def fit_spark(
-    train: DataFrame, reg_param: float, grid: list[float], folds: int, seed: int
+    train: DataFrame, reg_param: float, grid: list[float], folds: int, seed: int, rows: int
 ) -> tuple[np.ndarray, float, float]:
-    """Spark ML logistic regression (optionally a cross-validated grid over regParam); scales out."""
+    """Spark ML logistic regression (optionally a cross-validated grid over regParam) on ``train`` (``rows`` rows);
+    scales out."""
     from pyspark.ml.classification import LogisticRegression
     from pyspark.ml.evaluation import BinaryClassificationEvaluator
     from pyspark.ml.functions import array_to_vector
@@ -150,6 +163,8 @@ def fit_spark(
         regParam=reg_param, elasticNetParam=0.0, standardization=True, maxIter=500, tol=1e-8
     )
     if grid:
+        # CrossValidator deals its folds by sampling each partition with the seed: its input keeps the partitions
+        # it has, so the folds (and the regParam chosen) stay what they were
         cv = CrossValidator(
             estimator=lr,
             estimatorParamMaps=ParamGridBuilder().addGrid(lr.regParam, grid).build(),
@@ -159,7 +174,7 @@ def fit_spark(
         )
         model = cv.fit(data).bestModel
     else:
-        model = lr.fit(data)
+        model = lr.fit(fit_partitions(data, rows))
     return np.asarray(model.coefficients.toArray()), float(model.intercept), float(model.getRegParam())
 
 

@@ -22,7 +22,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from jobs.learning.classifier import arrow_matrix, arrow_vector, check_driver_budget
+from jobs.learning.classifier import arrow_matrix, arrow_vector, check_driver_budget, fit_partitions
 from jobs.platform.errors import InputError
 from jobs.platform.session import release, reuse
 
@@ -269,7 +269,8 @@ def _spark_folds(data: DataFrame, grid: list[float], folds: int):
         p = F.least(F.greatest(vector_to_array("probability")[1], F.lit(P_CLIP)), F.lit(1.0 - P_CLIP))
         nll = F.when(F.col("label") == 1, -F.ln(p)).otherwise(-F.log1p(-p))
         for f in range(folds):
-            fit_rows, held = features.where(F.col("fold") != f), features.where(F.col("fold") == f)
+            fit_rows = fit_partitions(features.where(F.col("fold") != f), n)
+            held = features.where(F.col("fold") == f)
             for i, reg in enumerate(grid):
                 lr = LogisticRegression(
                     regParam=reg, elasticNetParam=0.0, standardization=True, maxIter=500, tol=CV_TOL
