@@ -9,15 +9,20 @@ launch, Spark's Python workers, ...), the CPU seconds, the share of all, and how
 time, and the CPU it implies per core. A process's CPU counts up to its last reading, so one that lives less than
 ``--every`` seconds is missed: the figures are a lower bound, close for the long-lived processes that dominate.
 Linux only (/proc). This is what to read before cutting the suite's time: on 2 cores it is CPU-bound.
+
+``--per-test N`` also loads ``benchmarks/cpu_per_test.py`` into pytest and prints the N tests that cost the most
+CPU (each test's whole process tree, setup and teardown included) and the CPU per test file: where to look first.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -87,17 +92,30 @@ def main() -> int:
     parser.add_argument(
         "pytest_args", nargs="*", help="after --: pytest's arguments (default: the whole suite)"
     )
+    parser.add_argument(
+        "--per-test",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also print the N tests that cost the most CPU, and the CPU per test file",
+    )
     options = parser.parse_args()
     if not Path("/proc/self/stat").exists():
         sys.exit("profile_suite: needs Linux's /proc to read each process's CPU time")
     command = [sys.executable, "-m", "pytest", *(options.pytest_args or DEFAULT_PYTEST)]
+    env = dict(os.environ)
+    per_test = Path(tempfile.mkdtemp(prefix="cpu-per-test-")) / "tests"
+    if options.per_test:
+        command += ["-p", "benchmarks.cpu_per_test"]
+        env["ELMO_LAKE_CPU_PER_TEST"] = str(per_test)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     print(
         f"profile_suite: {' '.join(command[2:])} on {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores",
         flush=True,
     )
     started = time.monotonic()
-    pytest = subprocess.Popen(command, cwd=ROOT)
+    pytest = subprocess.Popen(command, cwd=ROOT, env=env)
     seen: dict[int, tuple[list[str], float]] = {}
     while pytest.poll() is None:
         for pid, (args, cpu) in descendants(pytest.pid).items():
@@ -119,7 +137,31 @@ def main() -> int:
     print(
         f"  {total:8.0f} s  in all; wall {wall:.0f} s, so {total / wall:.2f} of {os.cpu_count()} cores busy"
     )
+    if options.per_test:
+        print_per_test(per_test, options.per_test)
     return pytest.returncode
+
+
+def print_per_test(prefix: Path, top: int) -> None:
+    """The ``top`` tests by CPU seconds, then each test file's sum, from cpu_per_test's JSON lines."""
+    rows = [
+        json.loads(line)
+        for path in sorted(prefix.parent.glob(prefix.name + ".*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    if not rows:
+        print("\nno per-test figures: the plugin wrote nothing (did pytest start?)")
+        return
+    total = sum(r["cpu"] for r in rows)
+    print(f"\nCPU seconds per test (its process tree; setup and teardown included), the {top} largest:")
+    for r in sorted(rows, key=lambda r: -r["cpu"])[:top]:
+        print(f"  {r['cpu']:8.1f} s  {r['wall']:7.1f} s wall  {r['test']}")
+    by_file = Counter()
+    for r in rows:
+        by_file[r["test"].split("::")[0]] += r["cpu"]
+    print(f"\nCPU seconds per test file ({len(rows)} tests, {total:.0f} s in all):")
+    for name, cpu in by_file.most_common():
+        print(f"  {cpu:8.0f} s  {100 * cpu / max(total, 1e-9):5.1f} %  {name}")
 
 
 if __name__ == "__main__":
