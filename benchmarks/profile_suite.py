@@ -104,8 +104,8 @@ def main() -> int:
         sys.exit("profile_suite: needs Linux's /proc to read each process's CPU time")
     command = [sys.executable, "-m", "pytest", *(options.pytest_args or DEFAULT_PYTEST)]
     env = dict(os.environ)
-    per_test = Path(tempfile.mkdtemp(prefix="cpu-per-test-")) / "tests"
     if options.per_test:
+        per_test = Path(tempfile.mkdtemp(prefix="cpu-per-test-")) / "tests"
         command += ["-p", "benchmarks.cpu_per_test"]
         env["ELMO_LAKE_CPU_PER_TEST"] = str(per_test)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
