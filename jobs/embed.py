@@ -321,6 +321,22 @@ def check_sets(sets: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return unique
 
 
+def embed_partitions(cfg: Config, tokens: int, parallelism: int) -> int:
+    """How many partitions the embed stage cuts its input into: ``embed.partitions`` where set, else the default
+    parallelism, but no more than one per ``embed.tokens_per_partition`` tokens.
+
+    Each partition runs in a Python worker that imports the backend and loads the model before its first row
+    (TensorFlow's import alone is ~4 s of CPU, the original architecture's weights 400 MB): a task slot given a few
+    hundred tokens spends far more on that than on embedding them. The sample's 514 tokens so run in one worker,
+    not two: a launcher embed of it on the 2-core Xeon, alternating, 36.8 / 37.7 -> 32.3 / 33.8 s of CPU in all,
+    21-22 s wall either way. A large input still gets every slot.
+    """
+    if cfg.embed.partitions:
+        return cfg.embed.partitions
+    per = cfg.embed.tokens_per_partition
+    return parallelism if not per else max(1, min(parallelism, -(-tokens // per)))
+
+
 def embed_documents(clean: DataFrame, spec: EmbedSpec, model: ResolvedModel, partitions: int) -> DataFrame:
     """clean rows (id, tokens[, retry]) -> embedding rows (OUTPUT_COLUMNS), one per document and set. No I/O.
     A document the model fails on gets no row (``retry``: see ``jobs/quarantine.with_retry_flag``)."""
@@ -496,11 +512,11 @@ def _embed_missing(
         max_reject_fraction=cfg.embed.max_reject_fraction,
         fault=fault_pattern("embed"),
     )
-    partitions = cfg.embed.partitions or default_parallelism(spark)
+    partitions = embed_partitions(cfg, tokens, default_parallelism(spark))
     log(
         "embed",
         f"embedding {rows} documents ({tokens} tokens) with {model.model_id}, {describe_sets(sets)}, "
-        f"{partitions} partitions{increment_note(work)}",
+        f"{partitions} partition{'' if partitions == 1 else 's'}{increment_note(work)}",
     )
     start = time.perf_counter()
     rows_out = embed_documents(

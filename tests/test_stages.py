@@ -302,6 +302,18 @@ def test_several_sets_in_one_run_equal_one_set_per_run_and_only_missing_pairs_ar
         embed_job.run(spark, cfg_with(), clean, apart, model, sets=[("elmo", "median")])
 
 
+def test_a_small_input_is_embedded_in_fewer_partitions_than_there_are_slots():
+    """One partition per embed.tokens_per_partition tokens, at most the parallelism: each partition's worker loads
+    the backend and the model first. embed.partitions wins; tokens_per_partition=0 gives every slot."""
+    parts = embed_job.embed_partitions
+    assert parts(cfg_with(), 514, 8) == 1  # the sample
+    assert parts(cfg_with(), 0, 8) == 1
+    assert parts(cfg_with(), 25_000, 8) == 3
+    assert parts(cfg_with(), 2_000_000, 8) == 8
+    assert parts(cfg_with("embed.tokens_per_partition=0"), 514, 8) == 8
+    assert parts(cfg_with("embed.partitions=7"), 514, 8) == 7
+
+
 def test_the_sets_option_names_layer_slash_pooling_pairs():
     assert embed_job.parse_sets("elmo/mean, all/mean_max,elmo/mean") == [
         ("elmo", "mean"),

@@ -205,7 +205,19 @@ SCHEMA: dict[str, dict[str, Setting]] = {
             "tensorflow", str, "Keras backend on the executors", ("tensorflow", "jax", "torch")
         ),
         "max_reject_fraction": MAX_REJECT_FRACTION,
-        "partitions": Setting(0, int, "Spark partitions for embedding; 0 = the default parallelism"),
+        "partitions": Setting(
+            0,
+            int,
+            "Spark partitions for embedding; 0 = the default parallelism, or fewer for a small input "
+            "(embed.tokens_per_partition)",
+        ),
+        "tokens_per_partition": Setting(
+            10000,
+            int,
+            "with embed.partitions=0, at most one partition per this many tokens: each partition's Python worker "
+            "imports the backend and loads the model (seconds, thousands of tokens' worth of embedding); "
+            "0 = always the default parallelism",
+        ),
         "threads_per_task": Setting(0, int, "model threads per Spark task; 0 = spark.task.cpus"),
     },
 }
