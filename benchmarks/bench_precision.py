@@ -14,42 +14,11 @@ float32's, and how far its vectors are from float32's (largest absolute differen
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.bench_stages import write_random_model
-from benchmarks.bench_token_cache import ROOT, TWEETS, write_tweets
-
-
-def run_embed(model: Path, text: Path, out: Path, precision: str) -> float:
-    cmd = [
-        sys.executable,
-        "-m",
-        "udfs.elmo",
-        "embed",
-        "--model",
-        str(model),
-        "--input",
-        str(text),
-        "--output",
-        str(out),
-        "--layer",
-        "elmo",
-        "--precision",
-        precision,
-    ]
-    start = time.perf_counter()
-    done = subprocess.run(
-        cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    )
-    took = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"embed --precision {precision} failed: {done.stderr[-2000:]}")
-    return took
+from benchmarks.bench_token_cache import TWEETS, run_embed, write_tweets
 
 
 def largest_difference(ours: Path, reference: Path) -> tuple[float, float]:
@@ -96,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             times: dict[str, list[float]] = {p: [] for p in precisions}
             for _ in range(args.repeat):
                 for precision in precisions:
-                    took = run_embed(model, text, tmp / f"{arch}-{precision}.npz", precision)
+                    took, _ = run_embed(
+                        model, text, tmp / f"{arch}-{precision}.npz", "--precision", precision
+                    )
                     times[precision].append(took)
                     print(f"{arch:9} {precision:9} {took:>8.1f} {tokens / took:>9,.0f}", flush=True)
             best32 = min(times["float32"])

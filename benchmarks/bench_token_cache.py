@@ -43,7 +43,9 @@ def write_tweets(n: int, path: Path) -> tuple[int, int]:
     return sum(len(line.split()) for line in lines), len(vocabulary)
 
 
-def run_embed(model: Path, text: Path, out: Path, cache_mb: int) -> tuple[float, str]:
+def run_embed(model: Path, text: Path, out: Path, *options: str) -> tuple[float, str]:
+    """``python -m udfs.elmo embed --layer elmo`` of ``text`` in a fresh process, with ``options`` added: its
+    seconds and the last line it printed."""
     cmd = [
         sys.executable,
         "-m",
@@ -57,15 +59,14 @@ def run_embed(model: Path, text: Path, out: Path, cache_mb: int) -> tuple[float,
         str(out),
         "--layer",
         "elmo",
-        "--token-cache-mb",
-        str(cache_mb),
+        *options,
     ]
     start = time.perf_counter()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     took = time.perf_counter() - start
     if done.returncode != 0:
-        raise SystemExit(f"embed failed: {done.stderr[-2000:]}")
+        raise SystemExit(f"embed {' '.join(options)} failed: {done.stderr[-2000:]}")
     return took, done.stderr.strip().splitlines()[-1]
 
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             times: dict[str, list[float]] = {"off": [], "on": []}
             for _ in range(args.repeat):
                 for label, cache_mb in (("off", 0), ("on", -1)):
-                    took, last = run_embed(model, text, tmp / "out.npz", cache_mb)
+                    took, last = run_embed(model, text, tmp / "out.npz", "--token-cache-mb", str(cache_mb))
                     times[label].append(took)
                     hit = re.search(r"hit rate ([\d.]+%)", last)
                     speedup = f"{min(times['off']) / took:7.2f}x" if label == "on" else ""
