@@ -34,13 +34,13 @@ DEFAULT_PYTEST = ["-m", "slow or not slow", "-n", "2", "--dist", "loadgroup", "-
 DAEMONS = ("org.apache.spark.deploy.master.", "org.apache.spark.deploy.worker.", "org.apache.spark.executor.")
 # (kind, test on the command line's words): the first that matches names the process
 KINDS = (
-    ("test sessions' JVMs (one per pytest worker)", lambda a: a[0].endswith("java") and "-Xmx3g" in a),
     (
         "Connect / Thrift server JVMs",
         lambda a: (
             a[0].endswith("java") and any("SparkConnectServer" in w or "HiveThriftServer" in w for w in a)
         ),
     ),
+    ("test sessions' JVMs (one per pytest worker)", lambda a: a[0].endswith("java") and "-Xmx3g" in a),
     ("short jobs' JVMs (spark-submit)", lambda a: a[0].endswith("java") and "-XX:TieredStopAtLevel=1" in a),
     (
         "standalone master, worker, executors",

@@ -66,7 +66,7 @@ def pytest_configure(config):
 def spark():
     from jobs.platform.config import load_config
     from jobs.platform.session import get_spark
-    from tests.standalone import archive_driver_settings
+    from tests.standalone import long_lived_driver_settings
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     cfg = load_config(
@@ -77,8 +77,8 @@ def spark():
             "spark.conf.spark.sql.shuffle.partitions=4",
             "spark.conf.spark.ui.enabled=false",
             "spark.conf.spark.ui.showConsoleProgress=false",
-            # Spark's classes mapped from the class archive, where it is made
-            *(f"spark.conf.{key}={value}" for key, value in archive_driver_settings().items()),
+            # C1 only with a large code cache, and Spark's classes mapped from the class archive (tests/standalone.py)
+            *(f"spark.conf.{key}={value}" for key, value in long_lived_driver_settings().items()),
         ],
     )
     session = get_spark(cfg)

@@ -21,10 +21,19 @@ from tests.conftest import ROOT
 
 # The jobs the tests launch run for a minute or two on tiny data, where the JIT's C2 tier and the parallel
 # collector's threads cost more CPU than they save: C1 only and the serial collector take a launcher ingest of the
-# sample from 70 s to 32 s of CPU (2-core Xeon). Not for the long-lived JVMs that do the suite's heavy work over a
-# whole module (the test session's, the Connect and Thrift servers'): those ran 2-3x slower so. Tests only: the jobs
-# keep the JVM's defaults, which pay off on real data. A SPARK_SUBMIT_OPTS of the user's own wins.
-SHORT_JOB_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+# sample from 70 s to 32 s of CPU (2-core Xeon). C1 alone gets a code cache of 48 MB, not the tiered 240 MB, and a
+# pipeline fills it: the JVM then sweeps compiled code out and compiles it again (the README's main command on the
+# sample, alternating, 2-core AMD EPYC: 125 / 127 -> 112 / 113 s of CPU with 256 MB). Tests only: the jobs keep the
+# JVM's defaults, which pay off on real data. A SPARK_SUBMIT_OPTS of the user's own wins.
+SHORT_JOB_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m -XX:+UseSerialGC"
+
+# The long-lived JVMs that do the suite's heavy work over many tests (the test sessions', the Connect and Thrift
+# servers'): C1 only too, with a code cache that C1's code of a whole module's queries never fills. With C2 the
+# JIT was 60 % of a test session's CPU (its compiler threads 139 of 230 s over tests/test_increments.py and
+# tests/test_querying.py), and Spark compiles new code for every query; C1 only, with the 48 MB default cache,
+# swept and recompiled (45 s of its sweeper thread) and ran slower than C2. Measured on the 2-core AMD EPYC, six
+# modules on two workers: the test sessions' JVMs 720 -> 513 s of CPU, the run 735 -> 627 s.
+LONG_LIVED_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=512m"
 
 
 # What conf/local.toml sets for one machine, for the jobs the tests run on a test cluster (one 2-4 core worker) with
@@ -79,11 +88,20 @@ def archive_jvm_options() -> str:
     return f"-XX:SharedArchiveFile={archive} {ARCHIVE_LOG_OFF}"
 
 
-def archive_driver_settings() -> dict[str, str]:
-    """The Spark setting that maps the class archive in a driver JVM that Spark starts itself (a test session's, a
-    Connect server's); none where ``archive_jvm_options`` gives none."""
-    archive = archive_jvm_options()
-    return {"spark.driver.extraJavaOptions": archive} if archive else {}
+def long_lived_jvm_options() -> str:
+    """The JVM options for a long-lived JVM of the suite (above): the user's own SPARK_SUBMIT_OPTS where set, else
+    LONG_LIVED_JVM_OPTIONS with the class archive once it is there."""
+    if "SPARK_SUBMIT_OPTS" in os.environ:
+        return os.environ["SPARK_SUBMIT_OPTS"]
+    return f"{LONG_LIVED_JVM_OPTIONS} {archive_jvm_options()}".strip()
+
+
+def long_lived_driver_settings() -> dict[str, str]:
+    """The Spark setting that gives a driver JVM that Spark starts itself (a test session's, a Connect server's)
+    the long-lived JVM options; none where the user's own SPARK_SUBMIT_OPTS are set."""
+    if "SPARK_SUBMIT_OPTS" in os.environ:
+        return {}
+    return {"spark.driver.extraJavaOptions": long_lived_jvm_options()}
 
 
 def short_job_jvm_options() -> str:
@@ -127,13 +145,13 @@ def class_archive_maker() -> subprocess.Popen | None:
 
 def launch_env(short_job: bool = True, **extra: str) -> dict[str, str]:
     """The environment for a job the tests launch: the user's, without anything that would put the checkout on the
-    executors' path; ``short_job``: with the short-job JVM options (False for a long-lived server: the JVM's
-    defaults and the class archive)."""
+    executors' path; ``short_job``: with the short-job JVM options (False for a long-lived server: the long-lived
+    JVM options)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ELMO_LAKE_HOME")}
     if short_job:
         env["SPARK_SUBMIT_OPTS"] = short_job_jvm_options()
-    elif archive := archive_jvm_options():
-        env["SPARK_SUBMIT_OPTS"] = archive
+    else:
+        env["SPARK_SUBMIT_OPTS"] = long_lived_jvm_options()
     env.update(PYTHON=sys.executable, SPARK_LOCAL_IP="127.0.0.1", **extra)
     return env
 

@@ -35,11 +35,11 @@ MODEL = str(ROOT / "models" / "elmo-tweets-small")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from jobs.connect_server import free_port, start_server
-    from tests.standalone import archive_driver_settings
+    from tests.standalone import long_lived_driver_settings
 
     port = free_port()
-    # Spark's classes mapped from the class archive, where it is made
-    settings = archive_driver_settings() or None
+    # a long-lived JVM: C1 only with a large code cache, and the class archive (tests/standalone.py)
+    settings = long_lived_driver_settings() or None
     process = start_server(port, tmp_path_factory.mktemp("connect-server"), "local[2]", settings)
     yield f"sc://127.0.0.1:{port}"
     os.killpg(process.pid, signal.SIGTERM)

@@ -51,7 +51,7 @@ def endpoint(launched_pipeline):
     server = subprocess.Popen(
         [LAUNCHER, "jobs/serve_sql.py", "--schema", "lake", "--port", str(port), *settings],
         cwd=work,
-        env=clean_env(short_job=False),  # a long-lived server: the JVM's defaults, and the class archive
+        env=clean_env(short_job=False),  # a long-lived server (tests/standalone.py)
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
