@@ -88,12 +88,16 @@ def archive_jvm_options() -> str:
     return f"-XX:SharedArchiveFile={archive} {ARCHIVE_LOG_OFF}"
 
 
-def long_lived_jvm_options() -> str:
-    """The JVM options for a long-lived JVM of the suite (above): the user's own SPARK_SUBMIT_OPTS where set, else
-    LONG_LIVED_JVM_OPTIONS with the class archive once it is there."""
+def _jvm_options(options: str) -> str:
+    """The user's own SPARK_SUBMIT_OPTS where set, else ``options`` with the class archive once it is there."""
     if "SPARK_SUBMIT_OPTS" in os.environ:
         return os.environ["SPARK_SUBMIT_OPTS"]
-    return f"{LONG_LIVED_JVM_OPTIONS} {archive_jvm_options()}".strip()
+    return f"{options} {archive_jvm_options()}".strip()
+
+
+def long_lived_jvm_options() -> str:
+    """The JVM options for a long-lived JVM of the suite (above)."""
+    return _jvm_options(LONG_LIVED_JVM_OPTIONS)
 
 
 def long_lived_driver_settings() -> dict[str, str]:
@@ -105,11 +109,8 @@ def long_lived_driver_settings() -> dict[str, str]:
 
 
 def short_job_jvm_options() -> str:
-    """The JVM options for a short job: the user's own SPARK_SUBMIT_OPTS where set, else the ones above, with the
-    class archive once it is there."""
-    if "SPARK_SUBMIT_OPTS" in os.environ:
-        return os.environ["SPARK_SUBMIT_OPTS"]
-    return f"{SHORT_JOB_JVM_OPTIONS} {archive_jvm_options()}".strip()
+    """The JVM options for a short job (above)."""
+    return _jvm_options(SHORT_JOB_JVM_OPTIONS)
 
 
 def class_archive_maker() -> subprocess.Popen | None:
