@@ -220,3 +220,33 @@ def test_the_clean_stages_spacy_leaves_pytorch_unloaded_and_still_importable():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines() == ["['love', 'my', 'new', 'phone'] False", "2.0"]
+
+
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(name) is None for name in ("jax", "sklearn", "matplotlib")),
+    reason="needs jax, scikit-learn and matplotlib installed (./setup.sh --dev): the packages Keras would load",
+)
+def test_an_embed_worker_loads_keras_without_the_packages_it_never_uses_and_they_still_import():
+    """Keras imports scikit-learn and matplotlib, TensorFlow imports JAX, whenever they are installed (3.3 s of the
+    10 s a TensorFlow worker spent importing, measured): an embed worker's model loads without them, embeds, and
+    each still imports and works afterwards."""
+    script = (
+        "import sys\n"
+        "from tests.elmo_fixture import fixture_spec\n"
+        "from udfs.embed import get_model\n"
+        "model = get_model(fixture_spec('tensorflow'), None)\n"
+        "print(model.backend, [m for m in ('jax', 'sklearn', 'matplotlib') if m in sys.modules])\n"
+        "print(model.embed([['a', 'tweet']], 'elmo')[0].shape[0])\n"
+        "import jax.numpy, sklearn.linear_model, matplotlib\n"
+        "print(float(jax.numpy.ones(2).sum()), sklearn.linear_model.LogisticRegression().C)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines() == ["tensorflow []", "2", "2.0 1.0"]

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
+from udfs.optional_imports import hidden
+
 PUNCTUATION = '!"#$%&()*+-/:;<=>?@[\\]^_`{|}~'
 PROFANITY = "$&@*#"  # how the dataset's publisher masked profanity
 URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
@@ -112,12 +114,8 @@ def import_spacy():
         import spacy
 
         return spacy
-    sys.modules["torch"] = None  # an import of torch raises ImportError while this entry is there
-    try:
+    with hidden("torch"):
         import spacy
-    finally:
-        if sys.modules.get("torch", "") is None:
-            del sys.modules["torch"]
     return spacy
 
 

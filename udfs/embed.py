@@ -119,7 +119,9 @@ def imports_kept_for_life(worker: bool) -> Iterator[None]:
 
 def _prepare_backend(spec: EmbedSpec, threads: int, gpu: str | None) -> None:
     """Settings that only count before the backend is first imported in this worker."""
+    from udfs.elmo.keras_import import unused_by_the_runtime
     from udfs.elmo.runtime import configure_backend
+    from udfs.optional_imports import hidden
 
     # the job's setting, not an inherited KERAS_BACKEND (spark.executorEnv, the node's environment), decides
     try:
@@ -134,7 +136,7 @@ def _prepare_backend(spec: EmbedSpec, threads: int, gpu: str | None) -> None:
         ) from loaded
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # JAX: no grabbing all GPU memory
-    with quiet_cuda_probe(gpu is None):
+    with quiet_cuda_probe(gpu is None), hidden(*unused_by_the_runtime(spec.backend)):
         if spec.backend == "tensorflow" and "tensorflow" not in sys.modules:
             import tensorflow as tf
 
@@ -174,7 +176,9 @@ def get_model(spec: EmbedSpec, gpu: str | None):
     threads = spec.threads or (ctx.cpus() if ctx else os.cpu_count() or 1)
     with imports_kept_for_life(ctx is not None):
         _prepare_backend(spec, threads, gpu)
-        import keras  # noqa: F401 (imported within the pause: the runtime imports it when it loads the model)
+        from udfs.elmo.keras_import import import_keras
+
+        import_keras()  # within the pause: the runtime imports it when it loads the model
 
         from udfs.elmo.model_source import ModelSource, load_model
 

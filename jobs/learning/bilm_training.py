@@ -166,7 +166,9 @@ class BilmTrainer:
         self, settings: TrainSettings, vocab: list[str], params: dict[str, np.ndarray] | None = None
     ):
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-        import keras
+        from udfs.elmo.keras_import import import_keras
+
+        keras = import_keras()
         import tensorflow as tf
 
         if keras.backend.backend() != "tensorflow":

@@ -7,11 +7,12 @@ passes the LSTM state in. Shapes are noted as (batch B, time steps T incl. <S> a
 
 from __future__ import annotations
 
-import keras
-from keras import ops
-from keras.backend import standardize_dtype
-
+from udfs.elmo.keras_import import import_keras
 from udfs.elmo.options import BilmOptions
+
+keras = import_keras()
+ops = keras.ops
+standardize_dtype = keras.backend.standardize_dtype
 
 CNN_FILTER_SLICE = 256
 FORGET_BIAS = 1.0

@@ -63,8 +63,9 @@ class HubElmo(BatchedEmbedder):
         model_id: str | None = None,
         max_rows: int | None = None,
     ):
-        import keras
+        from udfs.elmo.keras_import import import_keras
 
+        keras = import_keras()
         if keras.backend.backend() != "tensorflow":
             raise ModelFormatError(
                 f"TF Hub modules run on TensorFlow only, and Keras runs on {keras.backend.backend()}: use "

@@ -30,9 +30,11 @@ from udfs.elmo.runtime import ScalarMix
 
 def build_module(opts: BilmOptions, arrays: dict[str, np.ndarray], mix: ScalarMix, options_file: Path):
     """A ``tf.Module`` holding the weights as variables named like Google's module, with both signatures."""
-    import keras
     import tensorflow as tf
 
+    from udfs.elmo.keras_import import import_keras
+
+    keras = import_keras()
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("exporting a hub module needs the TensorFlow backend (KERAS_BACKEND=tensorflow)")
     from udfs.elmo.bilm import bilm_forward

@@ -192,8 +192,9 @@ class Elmo(BatchedEmbedder):
         token_cache_mb: float | None = AUTO,
         precision: str = "float32",
     ):
-        import keras
+        from udfs.elmo.keras_import import import_keras
 
+        keras = import_keras()
         check_choice("precision", precision, PRECISIONS)
         self.options = options
         self.precision = precision
