@@ -18,7 +18,9 @@ from contextlib import contextmanager
 @contextmanager
 def hidden(*names: str) -> Iterator[None]:
     """While the block runs, ``import NAME`` (and of its submodules) raises ImportError for each of ``names``
-    that this process has not imported yet; the ones already imported stay as they are."""
+    that this process has not imported yet; the ones already imported stay as they are. For the whole process:
+    a thread that imports one of them meanwhile gets the ImportError too (Spark's Python workers run one task at
+    a time, so the embed and clean stages' imports are alone there)."""
     hide = [name for name in names if name not in sys.modules]
     for name in hide:
         sys.modules[name] = None  # type: ignore[assignment]  (Python's own marker: "import of NAME halted")
