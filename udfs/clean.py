@@ -106,15 +106,13 @@ def import_spacy():
     spacy-curated-transformers; without those, and if this process has not imported PyTorch already, it is
     hidden while thinc looks for it, and importable again afterwards (the embed stage's PyTorch backend).
     """
-    if (
-        "spacy" in sys.modules
-        or "torch" in sys.modules
-        or any(importlib.util.find_spec(name) is not None for name in TORCH_PIPELINE_PACKAGES)
+    if "spacy" in sys.modules or any(
+        importlib.util.find_spec(name) is not None for name in TORCH_PIPELINE_PACKAGES
     ):
         import spacy
 
         return spacy
-    with hidden("torch"):
+    with hidden("torch"):  # left alone where this process has imported PyTorch already
         import spacy
     return spacy
 

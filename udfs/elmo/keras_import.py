@@ -6,9 +6,9 @@ one or a Databricks ML runtime has the rest. Measured on a 2-core AMD EPYC, impo
 product: on TensorFlow 10.0 s of CPU with them, 6.7 s without; on PyTorch 11.8 / 7.8 s; on JAX 6.4 / 3.9 s; and
 about 190 MB of memory. Every Spark Python worker that embeds pays that once. They are hidden only while Keras is
 first imported in a process (``udfs.optional_imports.hidden``), only those not imported already, and JAX only when
-Keras will not run on it.
-Afterwards they import as usual; what stays without them is Keras' scikit-learn wrappers and plotting helpers in
-that process (import scikit-learn or matplotlib before the runtime where a notebook uses those).
+Keras will not run on it. Afterwards they import as usual; what stays without them is Keras' scikit-learn wrappers
+and plotting helpers in that process (import scikit-learn or matplotlib before the runtime where a notebook uses
+those).
 """
 
 from __future__ import annotations
