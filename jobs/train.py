@@ -37,9 +37,10 @@ from jobs.learning.classifier import (
     check_labels,
     fit_sklearn,
     fit_spark,
+    fold_column,
     stratified_split,
 )
-from jobs.learning.selection import candidate_sets, choose, cross_validate, fold_column
+from jobs.learning.selection import candidate_sets, choose, cross_validate
 from jobs.learning.selection import describe as selection_describe
 from jobs.platform.cli import job_parser, log, run_job
 from jobs.platform.config import Config

@@ -19,7 +19,6 @@ from functools import partial
 import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.window import Window
 
 from jobs.platform.session import release, reuse
 
@@ -141,7 +140,7 @@ def _spark(train, validation, grid, folds, seed, pattern, lowercase, num_feature
     from pyspark.ml.linalg import SparseVector, Vectors, VectorUDT
     from sklearn.metrics import f1_score
 
-    from jobs.learning.classifier import fit_partitions
+    from jobs.learning.classifier import fit_partitions, fold_column
 
     def sublinear(v):
         return SparseVector(v.size, v.indices, 1.0 + np.log(v.values))
@@ -158,10 +157,9 @@ def _spark(train, validation, grid, folds, seed, pattern, lowercase, num_feature
         tf = hashing.transform(words.withColumn("terms", F.concat("words", "bigrams")))
         return tf.select("id", F.col("label").cast("double").alias("label"), to_sublinear("tf").alias("tf"))
 
-    # stratified folds as in the sklearn engine: within each label, a seeded hash order dealt round-robin
-    order = F.row_number().over(Window.partitionBy("label").orderBy(F.xxhash64("id", F.lit(seed)), "id"))
-    # read by every fit: cached on classic Spark, recomputed on Connect (serverless refuses caching)
-    data = reuse(features(train).withColumn("fold", (order - 1) % folds))
+    # read by every fit: cached on classic Spark, recomputed on Connect (serverless refuses caching); the folds
+    # stratified as in the sklearn engine: within each label, a seeded hash order dealt round-robin
+    data = reuse(features(train).withColumn("fold", fold_column(folds, seed)))
 
     normalizer = Normalizer(inputCol="weighted", outputCol="features", p=2.0)
 

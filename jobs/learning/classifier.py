@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
@@ -118,6 +118,14 @@ def stratified_split(labelled: DataFrame, validation_fraction: float, seed: int)
     return labelled.withColumn("is_validation", rank < F.lit(validation_fraction))
 
 
+def fold_column(folds: int, seed: int) -> Column:
+    """Stratified fold numbers 0..folds-1: within each label, ids in a seeded hash order dealt round-robin. The
+    same folds whatever the input's partitioning, for every embedding set and on both engines (the selection, the
+    Spark engine's grid, the baseline)."""
+    order = F.row_number().over(Window.partitionBy("label").orderBy(F.xxhash64("id", F.lit(seed)), "id"))
+    return ((order - 1) % folds).cast("int")
+
+
 def check_driver_budget(rows: int, dim: int, budget_mb: int) -> None:
     needed = rows * dim * 4 / 1e6
     if needed > budget_mb:
@@ -156,25 +164,25 @@ def fit_spark(
     from pyspark.ml.functions import array_to_vector
     from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
 
-    data = train.select(
-        array_to_vector("embedding").alias("features"), F.col("label").cast("double").alias("label")
-    )
+    features = [array_to_vector("embedding").alias("features"), F.col("label").cast("double").alias("label")]
     lr = LogisticRegression(
         regParam=reg_param, elasticNetParam=0.0, standardization=True, maxIter=500, tol=1e-8
     )
     if grid:
-        # CrossValidator deals its folds by sampling each partition with the seed: its input keeps the partitions
-        # it has, so the folds (and the regParam chosen) stay what they were
+        # the folds of fold_column, not CrossValidator's own: it deals rows by a seeded random number drawn per
+        # partition, so its folds, and the regParam it chose, changed with the input's partitioning (the shuffle
+        # partitions, adaptive execution, the cluster)
+        data = train.select(*features, fold_column(folds, seed).alias("fold"))
         cv = CrossValidator(
             estimator=lr,
             estimatorParamMaps=ParamGridBuilder().addGrid(lr.regParam, grid).build(),
             evaluator=BinaryClassificationEvaluator(metricName="areaUnderPR"),
             numFolds=folds,
-            seed=seed,
+            foldCol="fold",
         )
-        model = cv.fit(data).bestModel
+        model = cv.fit(fit_partitions(data, rows)).bestModel
     else:
-        model = lr.fit(fit_partitions(data, rows))
+        model = lr.fit(fit_partitions(train.select(*features), rows))
     return np.asarray(model.coefficients.toArray()), float(model.intercept), float(model.getRegParam())
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.window import Window
 
 from jobs.learning.classifier import arrow_matrix, arrow_vector, check_driver_budget, fit_partitions
 from jobs.platform.errors import InputError
@@ -32,12 +31,6 @@ P_CLIP = 1e-15
 # the scores each CV row holds (the folds' mean under the score's name, their s.d. under "<name>_sd"), each with
 # the sign that makes larger better when train.select_metric ranks by it, and its name in the description
 METRICS = {"log_loss": (-1.0, "held-out log loss"), "f1": (1.0, "F1")}
-
-
-def fold_column(folds: int, seed: int) -> Column:
-    """Stratified fold numbers 0..folds-1: within each label, ids in a seeded hash order dealt round-robin."""
-    order = F.row_number().over(Window.partitionBy("label").orderBy(F.xxhash64("id", F.lit(seed)), "id"))
-    return ((order - 1) % folds).cast("int")
 
 
 def candidate_sets(
