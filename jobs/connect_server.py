@@ -81,9 +81,36 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float, log: Pat
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
+    """A port on 127.0.0.1 that nothing listens on, for a server about to start (the tests', the benchmarks').
+
+    Drawn below the kernel's ephemeral range (``ephemeral_ports``), where the kernel never puts outgoing
+    connections or servers that ask for port 0: a port from inside it, free when drawn, could be taken by any of
+    those (a JVM's connections, Spark's own servers, another test) in the seconds before the server binds it, which
+    then fails with "Address already in use" (seen once in the suite: the SQL endpoint's Thrift port)."""
+    import random
+
+    low, _ = ephemeral_ports()
+    draw = random.SystemRandom()
+    for _ in range(100):
+        port = draw.randrange(max(1024, low - 12000), low)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as probe:  # all taken: whatever the kernel gives
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for ephemeral ports: Linux's ip_local_port_range, else IANA's 49152-65535 (macOS)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
 
 
 def start_server(

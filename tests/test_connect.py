@@ -90,6 +90,20 @@ def connect_pipeline(server, launched_pipeline, tmp_path_factory):
     return work / "out" / "connect", result
 
 
+def test_a_free_port_for_a_server_is_one_the_kernel_does_not_hand_out_meanwhile():
+    """free_port (the tests' servers: Connect, the SQL endpoint, the metastore) draws below the ephemeral range."""
+    import socket
+
+    from jobs.connect_server import ephemeral_ports, free_port
+
+    low, high = ephemeral_ports()
+    ports = {free_port() for _ in range(20)}
+    assert all(1024 <= port < low for port in ports) and len(ports) > 1 and low < high
+    for port in ports:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))  # free when drawn
+
+
 def rows_by_id(table: Path) -> dict:
     return {r["id"]: r for r in DeltaTable(str(table)).to_pyarrow_table().to_pylist()}
 
