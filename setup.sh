@@ -91,8 +91,9 @@ fi
 if [[ "$mode" == "test" ]]; then
   "$PY" -m ruff check .
   "$PY" -m ruff format --check .
-  # two pytest-xdist workers, a module's shared fixtures on one of them (tests/conftest.py); "-n 0" in ARGS: one
-  # process. --durations: the 25 slowest, to keep the suite short
-  exec "$PY" -m pytest -m "slow or not slow" -n 2 --dist loadgroup --durations=25 "$@"
+  # two pytest-xdist workers, a module's shared fixtures on one of them, the units in tests/conftest.py's order
+  # (pytest-xdist would put the groups with the most tests first); "-n 0" in ARGS: one process. --durations: the
+  # 25 slowest, to keep the suite short
+  exec "$PY" -m pytest -m "slow or not slow" -n 2 --dist loadgroup --no-loadscope-reorder --durations=25 "$@"
 fi
 echo "setup.sh: ready ($PY)" >&2

@@ -29,7 +29,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
-DEFAULT_PYTEST = ["-m", "slow or not slow", "-n", "2", "--dist", "loadgroup", "-q", "-p", "no:cacheprovider"]
+DEFAULT_PYTEST = [
+    *("-m", "slow or not slow", "-n", "2", "--dist", "loadgroup", "--no-loadscope-reorder"),
+    *("-q", "-p", "no:cacheprovider"),
+]
 
 DAEMONS = ("org.apache.spark.deploy.master.", "org.apache.spark.deploy.worker.", "org.apache.spark.executor.")
 # (kind, test on the command line's words): the first that matches names the process

@@ -62,8 +62,9 @@ def pytest_configure(config):
             maker.wait()
 
 
-@pytest.fixture(scope="session")
-def spark():
+def suite_session():
+    """A local Spark session as the suite's tests get it (two task slots, small shuffles, no UI), for the ``spark``
+    fixture and for the processes the suite starts to run beside it (tests/idle_minute.py)."""
     from jobs.platform.config import load_config
     from jobs.platform.session import get_spark
     from tests.standalone import long_lived_driver_settings
@@ -81,7 +82,32 @@ def spark():
             *(f"spark.conf.{key}={value}" for key, value in long_lived_driver_settings().items()),
         ],
     )
-    session = get_spark(cfg)
+    return get_spark(cfg)
+
+
+def run_id(config) -> str:
+    """The same string in every pytest process of one run (pytest-xdist's run id; this process's pid without it)."""
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput["testrunuid"] if workerinput else f"main-{os.getpid()}"
+
+
+def pytest_collection_finish(session):
+    """Where the run has tests/test_python_workers.py to run, its first process to have collected it (pytest-xdist's
+    gw0, or the only one) starts that test's idle-minute probe at once (tests/idle_minute.py): its 70 s of waiting
+    then pass beside the other tests, not in a pytest worker."""
+    from tests.idle_minute import TEST_FILE, start
+
+    config = session.config
+    workerinput = getattr(config, "workerinput", None)
+    if config.option.collectonly or (workerinput and workerinput["workerid"] != "gw0"):
+        return
+    if any(item.nodeid.startswith(TEST_FILE) for item in session.items):
+        start(run_id(config))
+
+
+@pytest.fixture(scope="session")
+def spark():
+    session = suite_session()
     yield session
     session.stop()
 
@@ -93,16 +119,63 @@ def local_cfg():
     return load_config("local", ["delta.engine=delta-rs"])
 
 
+class LaunchedPipeline:
+    """A pipeline run through the launcher that started at once and is waited for where it is first used: unpacked
+    (or indexed) as (workdir, result, settings), ``result`` the finished run's CompletedProcess. Its output goes to
+    files, so the job never waits for a reader."""
+
+    def __init__(self, args: list[str], work: Path, settings: list[str], timeout: float):
+        from tests.standalone import clean_env
+
+        self.work, self.settings, self.timeout = work, settings, timeout
+        self.args = [str(ROOT / "spark-submit.sh"), *args]
+        self.stdout, self.stderr = open(work / "stdout.txt", "w+"), open(work / "stderr.txt", "w+")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.args,
+            cwd=work,
+            env=clean_env(),
+            stdout=self.stdout,
+            stderr=self.stderr,
+            start_new_session=True,
+        )
+        self._result: subprocess.CompletedProcess | None = None
+
+    @property
+    def result(self) -> subprocess.CompletedProcess:
+        if self._result is None:
+            try:
+                self.process.wait(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                self.stop()
+            said = []
+            for f in (self.stdout, self.stderr):
+                f.seek(0)
+                said.append(f.read())
+            self._result = subprocess.CompletedProcess(self.args, self.process.returncode, *said)
+        return self._result
+
+    def __getitem__(self, at: int):
+        return (self.work, self.result, self.settings)[at]
+
+    def __iter__(self):
+        return iter((self.work, self.result, self.settings))
+
+    def stop(self) -> None:
+        """The whole job gone (its launcher, JVM and Python workers), if it still runs."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
 @pytest.fixture(scope="session")
 def launched_pipeline(tmp_path_factory):
     """The README's main command through the launcher (classic, local[2]), with ``--schema lake`` registering its
     tables in a local metastore of the test's own (port, folder): one run shared by the Spark Connect comparison
-    and the SQL endpoint tests. Yields (workdir, result, settings); the metastore stops at the end."""
-    import subprocess
-
+    and the SQL endpoint tests. It starts when the fixture is set up and is waited for where it is first used
+    (``LaunchedPipeline``): the Connect server starts and the same command runs over Connect meanwhile
+    (tests/test_connect.py). Gives (workdir, result, settings); the metastore stops at the end."""
     from jobs.connect_server import free_port
     from jobs.platform.local_metastore import client_jar
-    from tests.standalone import clean_env
 
     work = tmp_path_factory.mktemp("launched_pipeline")
     settings = [
@@ -116,23 +189,14 @@ def launched_pipeline(tmp_path_factory):
     schema = ["--schema", "lake"] if client_jar() is not None else []  # no jars: paths only, SQL tests skip
     # one embedding set, no selection (the suite's time): selection end to end is test_stages' in-process pipeline
     one_set = ["--set", "train.select=false"]
-    result = subprocess.run(
-        [
-            str(ROOT / "spark-submit.sh"),
-            "jobs/pipeline.py",
-            "--out",
-            "out/classic",
-            *schema,
-            *settings,
-            *one_set,
-        ],
-        cwd=work,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
+    run = LaunchedPipeline(
+        ["jobs/pipeline.py", "--out", "out/classic", *schema, *settings, *one_set],
+        work,
+        settings,
         timeout=900,
     )
-    yield work, result, settings
+    yield run
+    run.stop()
     subprocess.run(
         [sys.executable, "-m", "jobs.metastore", "stop", *settings[:4]],
         cwd=ROOT,
@@ -149,17 +213,22 @@ def launched_pipeline(tmp_path_factory):
 # so the pipeline runs once, and with them the rest of test_connect, whose Connect server the comparisons use too:
 # apart, each worker started a server of its own (a JVM whose JIT warms up anew). Every other test is a unit of its
 # own. The longest units start first (measured with --durations on the 2-core machines), so neither
-# worker is left with a long one at the end; the order changes only the wall time, never what runs.
+# worker is left with a long one at the end; the order changes only the wall time, never what runs. pytest-xdist
+# keeps this order only with --no-loadscope-reorder (./setup.sh test gives it): by default it hands out the groups
+# with the most tests first. Each name is a group, or the start of test ids.
 LONGEST_FIRST = (
     "launched_pipeline",
-    "tests/test_launcher.py",
+    "tests/test_launcher.py::test_the_pipeline_on_a_standalone_cluster",
     "tests/test_gpu_scheduling.py",
+    "tests/test_launcher.py",
     "tests/test_stages.py",
     "tests/test_reliability.py",
     "tests/test_classifier.py",
     "tests/test_backends.py",
-    "tests/test_python_workers.py",  # 70 s asleep: early, while the other worker computes
 )
+# ... and last, the test that reads what its probe saw in a process of its own, started when collection ended
+# (tests/idle_minute.py): by then its 70 s have passed, and the test does not wait
+LAST = ("tests/test_python_workers.py",)
 
 
 # modules whose module-scoped fixtures the launched pipeline's tests use as well: the whole module joins its group
@@ -181,10 +250,13 @@ def pytest_collection_modifyitems(config, items):
     groups = {item: xdist_group(item) for item in items}
 
     def rank(item: pytest.Item) -> int:
+        def named(name: str) -> bool:
+            return name == groups[item] or item.nodeid.startswith(name)
+
         for at, name in enumerate(LONGEST_FIRST):
-            if name in (groups[item], item.nodeid.split("::")[0]):
+            if named(name):
                 return at
-        return len(LONGEST_FIRST)
+        return len(LONGEST_FIRST) + any(map(named, LAST))
 
     items.sort(key=rank)  # stable: collection order within a rank
     for item in items:

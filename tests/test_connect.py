@@ -108,27 +108,12 @@ def rows_by_id(table: Path) -> dict:
     return {r["id"]: r for r in DeltaTable(str(table)).to_pyarrow_table().to_pylist()}
 
 
-def test_a_connect_session_says_what_it_is(server):
-    from jobs.lake.delta_tables import resolve_engine
-    from jobs.platform.delta_connector_jars import installed
-    from jobs.platform.session import default_parallelism, is_connect, reuse
-
-    with connect_session(server) as remote:
-        facts = {
-            "is_connect": is_connect(remote),
-            "engine": resolve_engine(remote, "auto"),
-            "parallelism": default_parallelism(remote),
-            "reuse_is_identity": reuse(probe := remote.range(3)) is probe,
-        }
-    # the server has the Delta connector where ./setup.sh installed it (the stand-in for serverless): auto finds it
-    engine = "spark" if installed() else "delta-rs"
-    assert facts == {"is_connect": True, "engine": engine, "parallelism": 2, "reuse_is_identity": True}
-
-
 def final_f1(stdout: str) -> str:
     return next(line for line in stdout.splitlines() if line.startswith("F1 on the validation split"))
 
 
+# The first test here that needs the server: the launched pipeline (a session fixture, so set up first) starts,
+# and the server starts and the same command runs over Connect while it runs.
 def test_the_launcher_runs_every_stage_over_connect_with_the_classic_results(
     server, launched_pipeline, connect_pipeline, tmp_path
 ):
@@ -191,6 +176,23 @@ def test_spark_ml_over_connect_fits_the_classic_weights(
     assert mine["reg_param"] == theirs["reg_param"] and abs(mine["f1"] - theirs["f1"]) <= 1e-6
     assert mine["features"] == theirs["features"] == 4096  # train.tfidf_features reached the baseline
     assert runs == classic_runs == 1
+
+
+def test_a_connect_session_says_what_it_is(server):
+    from jobs.lake.delta_tables import resolve_engine
+    from jobs.platform.delta_connector_jars import installed
+    from jobs.platform.session import default_parallelism, is_connect, reuse
+
+    with connect_session(server) as remote:
+        facts = {
+            "is_connect": is_connect(remote),
+            "engine": resolve_engine(remote, "auto"),
+            "parallelism": default_parallelism(remote),
+            "reuse_is_identity": reuse(probe := remote.range(3)) is probe,
+        }
+    # the server has the Delta connector where ./setup.sh installed it (the stand-in for serverless): auto finds it
+    engine = "spark" if installed() else "delta-rs"
+    assert facts == {"is_connect": True, "engine": engine, "parallelism": 2, "reuse_is_identity": True}
 
 
 def test_an_incremental_embed_over_connect_reads_only_the_new_rows(server, connect_pipeline, tmp_path):
