@@ -151,6 +151,7 @@ class LaunchedPipeline:
             for f in (self.stdout, self.stderr):
                 f.seek(0)
                 said.append(f.read())
+                f.close()
             self._result = subprocess.CompletedProcess(self.args, self.process.returncode, *said)
         return self._result
 
