@@ -39,18 +39,18 @@ def start(run_id: str) -> subprocess.Popen:
     """Start the probe for run ``run_id`` (its log beside the result), in a process group of its own."""
     out = result_path(run_id)
     out.unlink(missing_ok=True)
-    log = open(out.with_suffix(".log"), "w")  # noqa: SIM115 - the child holds it
     env = dict(
         os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     )
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.idle_minute", str(out)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(out.with_suffix(".log"), "w") as log:  # the child writes to its own copy of the file
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.idle_minute", str(out)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def worker_pids(spark, pool: str | None = None) -> list[int]:

@@ -21,9 +21,8 @@ def test_kept_warm_workers_outlive_the_idle_minute(request):
     seen = wait_for(run_id(request.config))
     assert "error" not in seen, seen.get("error")
     warm_before, idle_before = set(seen["warm_before"]), set(seen["idle_before"])
-    assert (
-        warm_before and idle_before and warm_before.isdisjoint(idle_before)
-    )  # two pools, or it proves nothing
+    # two pools, or it proves nothing
+    assert warm_before and idle_before and warm_before.isdisjoint(idle_before)
     assert seen["slept"] >= IDLE_SECONDS
     assert set(seen["idle_after"]).isdisjoint(idle_before), "Spark kept idle Python workers past its minute"
     assert set(seen["warm_after"]) == warm_before
