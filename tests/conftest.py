@@ -155,11 +155,11 @@ class LaunchedPipeline:
             self._result = subprocess.CompletedProcess(self.args, self.process.returncode, *said)
         return self._result
 
-    def __getitem__(self, at: int):
-        return (self.work, self.result, self.settings)[at]
-
     def __iter__(self):
         return iter((self.work, self.result, self.settings))
+
+    def __getitem__(self, at: int):
+        return tuple(self)[at]
 
     def stop(self) -> None:
         """The whole job gone (its launcher, JVM and Python workers), if it still runs."""
